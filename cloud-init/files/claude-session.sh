@@ -1,0 +1,19 @@
+#!/bin/bash
+# Runs in the tmux pane of the claude-agent service: Claude Code in the workspace, resuming the last conversation
+# when there is one (`claude --continue` exits with an error when there is none), then tells the service it ended.
+set -uo pipefail
+# shellcheck source=lib.sh
+. /usr/local/lib/agentbox/lib.sh
+agentbox_load_env /etc/agentbox/box.env
+# The agent's credentials: read here, so that they reach claude's environment only, not the tmux server's.
+agentbox_load_env "$HOME/.config/agentbox/agent.env"
+
+cd "$WORKSPACE" 2>/dev/null || cd "$HOME" || exit 1
+args=()
+if agentbox_has_conversation "$PWD"; then args+=(--continue); fi
+claude "${args[@]}"
+code=$?
+
+mkdir -p "${XDG_RUNTIME_DIR:-/tmp}/agentbox"
+echo "$code" >"${XDG_RUNTIME_DIR:-/tmp}/agentbox/claude-exit"
+tmux -L "$AGENTBOX_TMUX_SOCKET" wait-for -S "$AGENTBOX_EXIT_CHANNEL"

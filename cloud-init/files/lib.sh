@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# Helpers shared by agentbox's scripts on the box. Sourced, never run.
+
+# The tmux server of the claude-agent service has a socket of its own, so that the user's own tmux sessions never
+# share its lifetime (systemd stops that server whenever Claude Code is restarted).
+export AGENTBOX_TMUX_SOCKET=agentbox AGENTBOX_SESSION=claude
+
+# Exports the KEY=VALUE lines of a file literally: no quotes, no expansion, nothing is ever run. The files are
+# written by agentbox (values are validated to one line), and the same format is valid for systemd's
+# EnvironmentFile=.
+agentbox_load_env() {
+  local line key
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in '' | '#'*) continue ;; esac
+    key=${line%%=*}
+    [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    export "$key=${line#*=}"
+  done <"$1"
+}
+
+# True when Claude Code has a saved conversation for directory $1 (it keeps them in
+# ~/.claude/projects/<the path with every non-alphanumeric character replaced by "-">/<session>.jsonl).
+agentbox_has_conversation() {
+  local dir=${1//[^a-zA-Z0-9]/-}
+  compgen -G "$HOME/.claude/projects/$dir/*.jsonl" >/dev/null
+}

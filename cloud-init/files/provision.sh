@@ -1,0 +1,190 @@
+#!/bin/bash
+# First-boot provisioning of an agentbox, run once by cloud-init (runcmd) as root, after packages are installed.
+#
+# Each step records its result in /var/lib/agentbox/status (KEY=VALUE lines) and the whole run is logged to
+# /var/log/agentbox/provision.log. Optional steps (the repository, Tailscale) may fail without stopping the agent.
+# The status file ends with result=ready (all ok), degraded (an optional step failed) or failed (the agent is not
+# running). Exit status: 0 only when ready, so that cloud-init's own result reports anything else.
+set -uo pipefail
+# shellcheck source=lib.sh
+. /usr/local/lib/agentbox/lib.sh
+agentbox_load_env /etc/agentbox/box.env
+
+STATUS_DIR=/var/lib/agentbox
+STATUS=$STATUS_DIR/status
+LOG_DIR=/var/log/agentbox
+TAILSCALE_KEY=/run/agentbox/tailscale-authkey
+mkdir -p "$STATUS_DIR" "$LOG_DIR"
+chmod 0755 "$STATUS_DIR" "$LOG_DIR"
+exec > >(tee -a "$LOG_DIR/provision.log") 2>&1
+
+AGENT_UID=$(id -u "$AGENT_USER")
+AGENT_GROUP=$(id -gn "$AGENT_USER")
+REASON=
+
+status_set() { # KEY VALUE: replaces the key's line, keeps the others in order
+  local tmp
+  tmp=$(mktemp "$STATUS_DIR/.status.XXXXXX")
+  { grep -v "^$1=" "$STATUS" 2>/dev/null || true; echo "$1=$2"; } >"$tmp"
+  chmod 0644 "$tmp"
+  mv "$tmp" "$STATUS"
+}
+fail() { REASON=$*; return 1; }
+step() { # NAME FUNCTION: runs one step and records ok / failed: <reason>
+  local name=$1 started
+  started=$(date +%s)
+  REASON=
+  echo "agentbox: $name ..."
+  if "$2"; then
+    status_set "$name" ok
+    echo "agentbox: $name ok ($(($(date +%s) - started)) s)"
+  else
+    status_set "$name" "failed: ${REASON:-see $LOG_DIR/provision.log}"
+    echo "agentbox: $name FAILED: ${REASON:-see above}"
+    return 1
+  fi
+}
+as_agent() { runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"; }
+fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 300 "$@"; }
+
+prepare_home() {
+  # write_files made the parent directories of the user's files as root
+  if ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 "$AGENT_HOME/.config" "$WORKSPACE" ||
+    ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0700 "$AGENT_HOME/.config/agentbox" "$AGENT_HOME/.claude" ||
+    ! chown "$AGENT_USER:$AGENT_GROUP" "$AGENT_HOME/.config/agentbox/agent.env" "$AGENT_HOME/.claude.json"; then
+    fail "could not prepare $AGENT_HOME"
+  fi
+}
+
+expected_platform() {
+  case $(dpkg --print-architecture) in
+    amd64) echo linux-x64 ;;
+    arm64) echo linux-arm64 ;;
+    *) return 1 ;;
+  esac
+}
+
+install_claude() {
+  local platform dir tmp
+  platform=$(expected_platform) || fail "unsupported architecture $(dpkg --print-architecture)" || return 1
+  [ "$platform" = "$CLAUDE_PLATFORM" ] ||
+    fail "this machine is $platform but the stack expected $CLAUDE_PLATFORM (check agentbox:serverType)" || return 1
+  dir=/opt/claude-code/$CLAUDE_VERSION
+  tmp=$(mktemp -d)
+  case $CLAUDE_INSTALL in
+    npm)
+      # Only the one native binary for this platform: npm checks the tarball against the registry's integrity
+      # hash; the main package would pull Node-side wrappers and, with older npm, both libc variants.
+      (cd "$tmp" && npm pack --silent --cache "$tmp/cache" "@anthropic-ai/claude-code-$platform@$CLAUDE_VERSION" >/dev/null) ||
+        fail "npm could not fetch @anthropic-ai/claude-code-$platform@$CLAUDE_VERSION" || return 1
+      tar -xzf "$tmp"/*.tgz -C "$tmp" package/claude || fail "the package has no claude binary" || return 1
+      install -D -m 0755 "$tmp/package/claude" "$dir/claude"
+      ;;
+    download)
+      # Anthropic's release server; the manifest gives each platform's SHA-256.
+      local base=https://downloads.claude.ai/claude-code-releases/$CLAUDE_VERSION sum
+      fetch -o "$tmp/manifest.json" "$base/manifest.json" || fail "could not download the release manifest" || return 1
+      sum=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["platforms"][sys.argv[2]]["checksum"])' \
+        "$tmp/manifest.json" "$platform") || fail "the manifest has no checksum for $platform" || return 1
+      fetch -o "$tmp/claude" "$base/$platform/claude" || fail "could not download claude" || return 1
+      echo "$sum  $tmp/claude" | sha256sum -c --quiet || fail "checksum mismatch for the downloaded claude" || return 1
+      install -D -m 0755 "$tmp/claude" "$dir/claude"
+      ;;
+    *) fail "unknown install method $CLAUDE_INSTALL" || return 1 ;;
+  esac
+  rm -rf "$tmp"
+  ln -sfn "$dir/claude" /usr/local/bin/claude
+  as_agent claude --version || fail "claude does not run" || return 1
+}
+
+clone_repo() {
+  if [ -n "$(ls -A "$WORKSPACE" 2>/dev/null)" ]; then
+    echo "workspace is not empty; leaving it as it is"
+    return 0
+  fi
+  local args=(clone --quiet)
+  [ -n "${REPO_BRANCH:-}" ] && args+=(--branch "$REPO_BRANCH")
+  as_agent env GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new -o BatchMode=yes" GIT_TERMINAL_PROMPT=0 \
+    git "${args[@]}" -- "$REPO_URL" "$WORKSPACE" || fail "git clone failed (a private repository needs a deploy key on the box)"
+}
+
+start_agent() {
+  local wants=$AGENT_HOME/.config/systemd/user/default.target.wants
+  # What `systemctl --user enable` does, done as files: cloud-init runs as root with no login session, where
+  # `systemctl --user` has no manager to talk to. Enabled before linger, so the user manager starts it itself.
+  install -d -o "$AGENT_USER" -g "$AGENT_GROUP" "$AGENT_HOME/.config/systemd" "$AGENT_HOME/.config/systemd/user" "$wants"
+  ln -sfn /etc/systemd/user/claude-agent.service "$wants/claude-agent.service"
+  chown -h "$AGENT_USER:$AGENT_GROUP" "$wants/claude-agent.service"
+  loginctl enable-linger "$AGENT_USER" || fail "loginctl enable-linger failed" || return 1
+  # enable-linger returns before the user manager is up
+  systemctl start "user@$AGENT_UID.service" || fail "user@$AGENT_UID.service did not start" || return 1
+  as_agent systemctl --user daemon-reload
+  as_agent systemctl --user start claude-agent.service || fail "claude-agent.service did not start" || return 1
+  local _
+  for _ in $(seq 30); do
+    as_agent systemctl --user is-active --quiet claude-agent.service && return 0
+    sleep 1
+  done
+  fail "claude-agent.service is not active: $(as_agent systemctl --user is-active claude-agent.service)"
+}
+
+install_tailscale() {
+  # Tailscale's official apt repository, as its install script sets it up on Debian and Ubuntu. Both files are
+  # fetched before either is put in place: a half-written source would break every later apt-get update.
+  local id codename tmp
+  id=$(. /etc/os-release && echo "$ID")
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  tmp=$(mktemp -d)
+  if ! fetch -o "$tmp/keyring.gpg" "https://pkgs.tailscale.com/stable/$id/$codename.noarmor.gpg" ||
+    ! fetch -o "$tmp/tailscale.list" "https://pkgs.tailscale.com/stable/$id/$codename.tailscale-keyring.list"; then
+    rm -rf "$tmp"
+    fail "could not reach Tailscale's package server"
+    return 1
+  fi
+  install -m 0644 "$tmp/keyring.gpg" /usr/share/keyrings/tailscale-archive-keyring.gpg
+  install -m 0644 "$tmp/tailscale.list" /etc/apt/sources.list.d/tailscale.list
+  rm -rf "$tmp"
+  if ! apt-get update -qq -o Dir::Etc::sourcelist=sources.list.d/tailscale.list -o Dir::Etc::sourceparts=- ||
+    ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tailscale tailscale-archive-keyring; then
+    fail "apt could not install tailscale"
+  fi
+}
+
+join_tailnet() {
+  local args=(up --auth-key="file:$TAILSCALE_KEY" --hostname="$TAILSCALE_HOSTNAME" --timeout=120s)
+  [ -n "${TAILSCALE_TAGS:-}" ] && args+=(--advertise-tags="$TAILSCALE_TAGS")
+  [ "${TAILSCALE_SSH:-0}" = 1 ] && args+=(--ssh)
+  [ -s "$TAILSCALE_KEY" ] || fail "no auth key at $TAILSCALE_KEY (already used on an earlier boot?)" || return 1
+  tailscale "${args[@]}" || { rm -f "$TAILSCALE_KEY"; fail "tailscale up failed (expired or used auth key?)"; return 1; }
+  # single-use key: spent now, and never needed again
+  rm -f "$TAILSCALE_KEY"
+}
+
+tailscale_step() {
+  install_tailscale || return 1
+  join_tailnet
+}
+
+: >"$STATUS"
+status_set result provisioning
+mandatory_ok=1 optional_ok=1
+step home prepare_home || mandatory_ok=0
+step claude install_claude || mandatory_ok=0
+if [ -n "${REPO_URL:-}" ]; then step repo clone_repo || optional_ok=0; fi
+if [ $mandatory_ok = 1 ]; then
+  step agent start_agent || mandatory_ok=0
+else
+  status_set agent "failed: not started, an earlier step failed"
+fi
+# Tailscale even when the agent failed: it is how the user gets in to look.
+if [ "${TAILSCALE:-0}" = 1 ]; then step tailscale tailscale_step || optional_ok=0; fi
+
+if [ $mandatory_ok = 0 ]; then
+  status_set result failed
+elif [ $optional_ok = 0 ]; then
+  status_set result degraded
+else
+  status_set result ready
+fi
+echo "agentbox: $(grep '^result=' "$STATUS")"
+grep -q '^result=ready$' "$STATUS"

@@ -1,0 +1,182 @@
+/**
+ * The box as a #cloud-config document: plain values in, one YAML string out. No Pulumi here.
+ *
+ * The scripts and units the box runs are real files under ./files (shellcheck and systemd-analyze read them as
+ * they are); this builder only places them. User input never becomes shell text: it travels in KEY=VALUE files
+ * that the scripts read literally (see files/lib.sh), and every value is checked to be one line first.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { stringify } from "yaml";
+
+/** Hetzner refuses larger user-data; DigitalOcean allows 64 KiB. */
+export const USER_DATA_LIMIT_BYTES = 32 * 1024;
+
+export const BOX_PATHS = {
+  lib: "/usr/local/lib/agentbox",
+  boxEnv: "/etc/agentbox/box.env",
+  tailscaleKey: "/run/agentbox/tailscale-authkey",
+  unit: "/etc/systemd/user/claude-agent.service",
+  sshd: "/etc/ssh/sshd_config.d/01-agentbox.conf",
+  status: "/var/lib/agentbox/status",
+  provisionLog: "/var/log/agentbox/provision.log",
+} as const;
+
+export const TMUX_SOCKET = "agentbox";
+export const TMUX_SESSION = "claude";
+
+export interface BoxSpec {
+  user: string;
+  sudo: boolean;
+  sshPublicKeys: readonly string[];
+  arch: "x86_64" | "arm64";
+  claudeCode: { version: string; installMethod: "npm" | "download" };
+  /** Claude Code's credential, if any: which variable carries it, and its value. */
+  auth?: { variable: "CLAUDE_CODE_OAUTH_TOKEN" | "ANTHROPIC_API_KEY"; value: string };
+  tailscale?: { authKey: string; hostname: string; tags: readonly string[]; ssh: boolean };
+  repo?: { url: string; branch?: string };
+}
+
+export function homeOf(user: string): string {
+  return `/home/${user}`;
+}
+
+const FILES_DIR = join(__dirname, "files");
+export const boxFile = (name: string): string => readFileSync(join(FILES_DIR, name), "utf8");
+
+/** KEY=VALUE lines; refuses values that could end a line early or hide a second entry. */
+export function envFile(entries: Record<string, string | undefined>): string {
+  return Object.entries(entries)
+    .filter((e): e is [string, string] => e[1] !== undefined)
+    .map(([key, value]) => {
+      if (!/^[A-Z_][A-Z0-9_]*$/.test(key)) throw new Error(`env file: bad key ${JSON.stringify(key)}`);
+      if (/[\r\n\0]/.test(value)) throw new Error(`env file: the value of ${key} spans more than one line`);
+      return `${key}=${value}\n`;
+    })
+    .join("");
+}
+
+interface WriteFile {
+  path: string;
+  content: string;
+  owner?: string;
+  permissions: string;
+  defer?: boolean;
+}
+
+const claudePlatform = (arch: BoxSpec["arch"]) => (arch === "arm64" ? "linux-arm64" : "linux-x64");
+
+/** Packages the box needs beyond the image; curl and ca-certificates are on cloud images but cost nothing to name. */
+export function packagesFor(spec: BoxSpec): string[] {
+  const base = ["tmux", "git", "mosh", "curl", "ca-certificates"];
+  // npm fetches Claude Code's platform package; the binary itself does not need Node.
+  return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs", "npm"] : [...base, "python3"];
+}
+
+/** The document as an object, before serialisation: what the tests inspect. */
+export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
+  const home = homeOf(spec.user);
+  const workspace = `${home}/workspace`;
+  const lib = BOX_PATHS.lib;
+
+  const boxEnv = envFile({
+    AGENT_USER: spec.user,
+    AGENT_HOME: home,
+    WORKSPACE: workspace,
+    CLAUDE_VERSION: spec.claudeCode.version,
+    CLAUDE_INSTALL: spec.claudeCode.installMethod,
+    CLAUDE_PLATFORM: claudePlatform(spec.arch),
+    REPO_URL: spec.repo?.url,
+    REPO_BRANCH: spec.repo?.branch,
+    TAILSCALE: spec.tailscale ? "1" : "0",
+    TAILSCALE_HOSTNAME: spec.tailscale?.hostname,
+    TAILSCALE_TAGS: spec.tailscale?.tags.length ? spec.tailscale.tags.join(",") : undefined,
+    TAILSCALE_SSH: spec.tailscale ? (spec.tailscale.ssh ? "1" : "0") : undefined,
+  });
+
+  const agentEnv = envFile({
+    // The version is pinned by the stack: the box must not replace it behind the user's back.
+    DISABLE_AUTOUPDATER: "1",
+    ...(spec.auth ? { [spec.auth.variable]: spec.auth.value } : {}),
+  });
+
+  // Skips the first-run wizard and the folder-trust prompt, which nobody is there to answer on a fresh box.
+  const claudeJson = `${JSON.stringify(
+    { hasCompletedOnboarding: true, projects: { [workspace]: { hasTrustDialogAccepted: true } } },
+    null,
+    2,
+  )}\n`;
+
+  const writeFiles: WriteFile[] = [
+    { path: `${lib}/lib.sh`, content: boxFile("lib.sh"), permissions: "0644" },
+    { path: `${lib}/provision`, content: boxFile("provision.sh"), permissions: "0755" },
+    { path: `${lib}/agent-service`, content: boxFile("agent-service.sh"), permissions: "0755" },
+    { path: `${lib}/claude-session`, content: boxFile("claude-session.sh"), permissions: "0755" },
+    { path: `${lib}/tmux.conf`, content: boxFile("tmux.conf"), permissions: "0644" },
+    { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
+    { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
+    { path: BOX_PATHS.boxEnv, content: boxEnv, permissions: "0644" },
+    ...(spec.tailscale
+      ? [
+          {
+            path: BOX_PATHS.tailscaleKey,
+            content: `${spec.tailscale.authKey}\n`,
+            owner: "root:root",
+            permissions: "0600",
+          },
+        ]
+      : []),
+    // defer: these belong to the user, who does not exist yet when write_files normally runs
+    {
+      path: `${home}/.config/agentbox/agent.env`,
+      content: agentEnv,
+      owner: `${spec.user}:${spec.user}`,
+      permissions: "0600",
+      defer: true,
+    },
+    {
+      path: `${home}/.claude.json`,
+      content: claudeJson,
+      owner: `${spec.user}:${spec.user}`,
+      permissions: "0600",
+      defer: true,
+    },
+  ];
+
+  return {
+    users: [
+      {
+        name: spec.user,
+        gecos: "agentbox agent",
+        shell: "/bin/bash",
+        lock_passwd: true,
+        ...(spec.sudo ? { sudo: "ALL=(ALL) NOPASSWD:ALL" } : {}),
+        ssh_authorized_keys: [...spec.sshPublicKeys],
+      },
+    ],
+    disable_root: true,
+    ssh_pwauth: false,
+    // Package lists are refreshed; upgrades are left off the path to a running agent.
+    package_update: true,
+    package_upgrade: false,
+    packages: packagesFor(spec),
+    write_files: writeFiles,
+    runcmd: [[`${lib}/provision`]],
+  };
+}
+
+/** The #cloud-config text: YAML 1.1-safe (the version cloud-init's PyYAML reads), deterministic for equal specs. */
+export function renderCloudConfig(spec: BoxSpec): string {
+  const body = stringify(buildCloudConfig(spec), {
+    version: "1.1",
+    lineWidth: 0,
+    blockQuote: "literal",
+    aliasDuplicateObjects: false,
+  });
+  const text = `#cloud-config\n${body}`;
+  const bytes = Buffer.byteLength(text, "utf8");
+  if (bytes > USER_DATA_LIMIT_BYTES) {
+    throw new Error(`the rendered user-data is ${bytes} bytes, over Hetzner's ${USER_DATA_LIMIT_BYTES}-byte limit`);
+  }
+  return text;
+}

@@ -1,0 +1,633 @@
+/**
+ * Stack configuration: every `agentbox:*` key, validated with zod before any resource exists.
+ *
+ * Pure: it reads a plain record of raw strings (what `pulumi config` stores) and returns a typed config or throws a
+ * ConfigError whose lines each name the key, the value and the fix. Secret values are validated too, but never
+ * echoed back.
+ */
+import * as z from "zod";
+import { type Cloud, type CloudCatalogue, type ServerType, catalogueFor, cheapestType } from "./catalogue";
+
+export const NAMESPACE = "agentbox";
+
+/** Claude Code release this project's boot test last proved; `claudeCodeVersion` pins another. */
+export const DEFAULT_CLAUDE_CODE_VERSION = "2.1.332";
+export const MIN_MEMORY_GB = 16;
+export const MAX_MEMORY_GB = 32;
+
+export type ClaudeInstallMethod = "npm" | "download";
+export type AgentAuth =
+  | { kind: "none" }
+  | { kind: "oauthToken"; key: "claudeOauthToken"; value: string }
+  | { kind: "apiKey"; key: "anthropicApiKey"; value: string };
+
+export interface AgentBoxConfig {
+  project: string;
+  stack: string;
+  cloud: Cloud;
+  catalogue: CloudCatalogue;
+  location: string;
+  serverType: ServerType;
+  image: string;
+  sshPublicKeys: string[];
+  user: string;
+  sudo: boolean;
+  allowSshFrom: string[];
+  tailscale: { enabled: boolean; hostname: string; tags: string[]; ssh: boolean };
+  claudeCode: { version: string; installMethod: ClaudeInstallMethod };
+  auth: AgentAuth;
+  repo?: { url: string; branch?: string };
+  /** Things worth saying that are not errors (printed with pulumi.log.warn). */
+  warnings: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(public readonly problems: string[]) {
+    super(
+      `agentbox: the stack configuration has ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n` +
+        problems.map((p) => `  - ${p}`).join("\n"),
+    );
+    this.name = "ConfigError";
+  }
+}
+
+/** The keys a stack may set, with what `pulumi config set` would show; anything else under `agentbox:` is a typo. */
+export const CONFIG_KEYS = [
+  "cloud",
+  "location",
+  "memoryGb",
+  "serverType",
+  "image",
+  "sshPublicKeys",
+  "user",
+  "sudo",
+  "allowSshFrom",
+  "tailscale",
+  "tailscaleHostname",
+  "tailscaleTags",
+  "tailscaleSsh",
+  "claudeCodeVersion",
+  "claudeInstallMethod",
+  "claudeOauthToken",
+  "anthropicApiKey",
+  "repoUrl",
+  "repoBranch",
+] as const;
+export type ConfigKey = (typeof CONFIG_KEYS)[number];
+export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey"];
+
+/** Raw stack config: key (without namespace) → the string Pulumi stores (lists arrive as JSON text). */
+export type RawConfig = Partial<Record<string, string>>;
+
+const set = (key: string, value: string) => `pulumi config set ${NAMESPACE}:${key} ${value}`;
+const show = (value: string) => JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+
+// Names that already exist on Debian and Ubuntu cloud images or that services rely on.
+const RESERVED_USERS = new Set([
+  "root",
+  "daemon",
+  "bin",
+  "sys",
+  "sync",
+  "games",
+  "man",
+  "lp",
+  "mail",
+  "news",
+  "uucp",
+  "proxy",
+  "www-data",
+  "backup",
+  "list",
+  "irc",
+  "gnats",
+  "nobody",
+  "_apt",
+  "messagebus",
+  "sshd",
+  "polkitd",
+  "syslog",
+  "uuidd",
+  "tcpdump",
+  "tss",
+  "landscape",
+  "fwupd-refresh",
+  "debian",
+  "ubuntu",
+  "admin",
+  "tailscale",
+]);
+
+const SSH_KEY_TYPES = [
+  "ssh-ed25519",
+  "ssh-rsa",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "sk-ssh-ed25519@openssh.com",
+  "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+const SSH_KEY = new RegExp(
+  `^(${SSH_KEY_TYPES.map((t) => t.replace(/\./g, "\\.")).join("|")}) [A-Za-z0-9+/]{16,}={0,3}( [\\x20-\\x7e]{1,200})?$`,
+);
+
+/** Parses a list key: a JSON array (what `pulumi config set --path 'k[0]' v` stores) or comma-separated text. */
+function parseList(raw: string | undefined): unknown {
+  if (raw === undefined || raw.trim() === "") return [];
+  const text = raw.trim();
+  if (text.startsWith("[")) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return raw;
+    }
+  }
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function parseBool(raw: string | undefined): unknown {
+  if (raw === undefined) return undefined;
+  const t = raw.trim().toLowerCase();
+  if (t === "true") return true;
+  if (t === "false") return false;
+  return raw;
+}
+
+const boolKey = (key: ConfigKey, dflt: boolean) =>
+  z.preprocess(
+    parseBool,
+    z
+      .boolean({
+        error: (i) =>
+          `${NAMESPACE}:${key}: ${show(String(i.input))} is not true or false. Fix: ${set(key, String(dflt))}`,
+      })
+      .default(dflt),
+  );
+
+function ipv4Octets(addr: string): number[] | undefined {
+  const parts = addr.split(".");
+  if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p))) return undefined;
+  const nums = parts.map(Number);
+  return nums.every((n) => n <= 255) ? nums : undefined;
+}
+
+function ipv6Groups(addr: string): number[] | undefined {
+  if (!/^[0-9a-fA-F:]+$/.test(addr) || addr.split("::").length > 2) return undefined;
+  const [head, tail] = addr.includes("::") ? addr.split("::") : [addr, undefined];
+  const hs = head ? head.split(":") : [];
+  const ts = tail ? tail.split(":") : [];
+  if (![...hs, ...ts].every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) return undefined;
+  const missing = 8 - hs.length - ts.length;
+  if (tail === undefined ? missing !== 0 : missing < 1) return undefined;
+  return [...hs, ...Array<string>(tail === undefined ? 0 : missing).fill("0"), ...ts].map((g) => parseInt(g, 16));
+}
+
+/** Checks one CIDR; returns the problem in words, or undefined when it is a valid network address. */
+export function cidrProblem(cidr: string): string | undefined {
+  const m = /^([^/\s]+)\/(\d{1,3})$/.exec(cidr);
+  if (!m) return "is not in CIDR form (address/prefix, e.g. 203.0.113.7/32 or 2001:db8::/64)";
+  const [, addr = "", prefixText = ""] = m;
+  const prefix = Number(prefixText);
+  const v4 = ipv4Octets(addr);
+  const v6 = v4 ? undefined : ipv6Groups(addr);
+  if (!v4 && !v6) return "has an address that is neither IPv4 nor IPv6";
+  const bits = v4 ? 32 : 128;
+  if (prefix > bits) return `has a prefix longer than ${bits} bits`;
+  const groups = v4 ?? v6 ?? [];
+  const width = v4 ? 8 : 16;
+  const hostBitsSet = groups.some((g, i) => {
+    const keep = Math.max(0, Math.min(width, prefix - i * width));
+    return (g & ((1 << width) - 1) & ~(((1 << width) - 1) << (width - keep))) !== 0;
+  });
+  if (hostBitsSet) return `has host bits set after /${prefix} (write the network address, or /${bits} for one host)`;
+  return undefined;
+}
+
+const listOf = (key: ConfigKey, example: string) =>
+  z.preprocess(
+    parseList,
+    z.array(
+      z.string({
+        error: `${NAMESPACE}:${key}: every entry must be a string. Fix: pulumi config set --path '${NAMESPACE}:${key}[0]' ${example}`,
+      }),
+      {
+        error: (i) =>
+          `${NAMESPACE}:${key}: ${show(String(i.input))} is not a list. Fix: pulumi config set --path '${NAMESPACE}:${key}[0]' ${example}`,
+      },
+    ),
+  );
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const TAG = /^tag:[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
+const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
+// Claude Code tokens and Anthropic API keys are URL-safe base64-ish text; anything else is a paste accident.
+const TOKEN = /^[A-Za-z0-9._~+/=-]{20,1024}$/;
+// https://host/path, ssh://[user@]host[:port]/path or scp-style user@host:path. No spaces, no leading "-".
+const REPO_URL =
+  /^(https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~/-]+|ssh:\/\/([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~/-]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+)$/;
+
+/** git check-ref-format's rules for a branch name, as far as they matter here. */
+function branchProblem(b: string): boolean {
+  return (
+    !/^[A-Za-z0-9._/-]{1,200}$/.test(b) ||
+    b.startsWith("-") ||
+    b.startsWith("/") ||
+    b.endsWith("/") ||
+    b.endsWith(".") ||
+    b.endsWith(".lock") ||
+    b.includes("..") ||
+    b.includes("//") ||
+    b.split("/").some((c) => c.startsWith("."))
+  );
+}
+
+/** The default Tailscale hostname: `<project>-<stack>` folded into one DNS label. */
+export function defaultHostname(project: string, stack: string): string {
+  const label = `${project}-${stack}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/-+/g, "-")
+    .replace(/^-|-$/g, "");
+  return label.slice(0, 63).replace(/-$/, "") || "agentbox";
+}
+
+function schemaFor(project: string, stack: string) {
+  const k = (key: ConfigKey) => `${NAMESPACE}:${key}`;
+  const secret = (key: ConfigKey, how: string) =>
+    z
+      .string()
+      .optional()
+      .refine((v) => v === undefined || TOKEN.test(v), {
+        error: `${k(key)}: the value (hidden) has spaces, quotes, newlines or other characters no ${how} has, or is too short. Fix: copy it again and run pulumi config set --secret ${k(key)} <value>`,
+      });
+
+  return z
+    .object({
+      cloud: z
+        .enum(["hetzner", "digitalocean"], {
+          error: (i) =>
+            `${k("cloud")}: ${show(String(i.input))} is not a supported cloud. Fix: ${set("cloud", "hetzner")} (or digitalocean)`,
+        })
+        .default("hetzner"),
+      location: z.string().optional(),
+      memoryGb: z
+        .string()
+        .optional()
+        .transform((v, ctx) => {
+          if (v === undefined) return MIN_MEMORY_GB;
+          const n = Number(v);
+          if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `${k("memoryGb")}: ${show(v)} is not a whole number of gigabytes. Fix: ${set("memoryGb", "16")} (or 32)`,
+            });
+            return z.NEVER;
+          }
+          if (n < MIN_MEMORY_GB || n > MAX_MEMORY_GB) {
+            ctx.addIssue({
+              code: "custom",
+              message:
+                n < MIN_MEMORY_GB
+                  ? `${k("memoryGb")}: ${n} GB is below ${MIN_MEMORY_GB} GB; agent boxes with 8 GB were OOM-killed under agent load (Claude Code, language servers, test runs). Fix: ${set("memoryGb", "16")}`
+                  : `${k("memoryGb")}: ${n} GB is above ${MAX_MEMORY_GB} GB, the largest size agentbox picks from its catalogue. Fix: ${set("memoryGb", "32")}, or name a larger type with ${k("serverType")}`,
+            });
+            return z.NEVER;
+          }
+          return n;
+        }),
+      serverType: z.string().optional(),
+      image: z.string().optional(),
+      sshPublicKeys: listOf("sshPublicKeys", '"ssh-ed25519 AAAA... you@laptop"').pipe(
+        z
+          .array(z.string())
+          .min(1, {
+            error: `${k("sshPublicKeys")}: at least one SSH public key is required (without one Hetzner mails a root password and nobody can log in as the agent user). Fix: pulumi config set --path '${k("sshPublicKeys")}[0]' "$(cat ~/.ssh/id_ed25519.pub)"`,
+          })
+          .superRefine((keys, ctx) => {
+            keys.forEach((key, i) => {
+              if (key.includes("PRIVATE KEY")) {
+                ctx.addIssue({
+                  code: "custom",
+                  message: `${k("sshPublicKeys")}[${i}]: this is a PRIVATE key. Remove it now (pulumi config rm ${k("sshPublicKeys")}) and set the .pub file's contents instead`,
+                });
+              } else if (!SSH_KEY.test(key.trim())) {
+                ctx.addIssue({
+                  code: "custom",
+                  message: `${k("sshPublicKeys")}[${i}]: ${show(key)} is not an OpenSSH public key (one line: type, base64 key, optional comment; types: ${SSH_KEY_TYPES.join(", ")}). Fix: pulumi config set --path '${k("sshPublicKeys")}[${i}]' "$(cat ~/.ssh/id_ed25519.pub)"`,
+                });
+              }
+            });
+          })
+          .transform((keys) => keys.map((key) => key.trim())),
+      ),
+      user: z
+        .string()
+        .optional()
+        .transform((v) => v ?? "agent")
+        .superRefine((v, ctx) => {
+          if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(v)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `${k("user")}: ${show(v)} is not a valid Linux login (lower-case letters, digits, "_" and "-", starting with a letter or "_", at most 32). Fix: ${set("user", "agent")}`,
+            });
+          } else if (RESERVED_USERS.has(v)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `${k("user")}: ${show(v)} already exists on the image or belongs to a system service. Fix: ${set("user", "agent")}`,
+            });
+          }
+        }),
+      sudo: boolKey("sudo", true),
+      allowSshFrom: listOf("allowSshFrom", "203.0.113.7/32").pipe(
+        z.array(z.string()).superRefine((cidrs, ctx) => {
+          cidrs.forEach((c, i) => {
+            const problem = cidrProblem(c.trim());
+            if (problem)
+              ctx.addIssue({
+                code: "custom",
+                message: `${k("allowSshFrom")}[${i}]: ${show(c)} ${problem}. Fix: pulumi config set --path '${k("allowSshFrom")}[${i}]' 203.0.113.7/32`,
+              });
+          });
+        }),
+      ),
+      tailscale: boolKey("tailscale", true),
+      tailscaleHostname: z
+        .string()
+        .optional()
+        .refine((v) => v === undefined || DNS_LABEL.test(v), {
+          error: (i) =>
+            `${k("tailscaleHostname")}: ${show(String(i.input))} is not a valid hostname (one DNS label: a-z, 0-9 and "-", at most 63, not starting or ending with "-"). Fix: ${set("tailscaleHostname", defaultHostname(project, stack))}`,
+        }),
+      tailscaleTags: listOf("tailscaleTags", "tag:agentbox").pipe(
+        z.array(z.string()).superRefine((tags, ctx) => {
+          tags.forEach((t, i) => {
+            if (!TAG.test(t))
+              ctx.addIssue({
+                code: "custom",
+                message: `${k("tailscaleTags")}[${i}]: ${show(t)} is not a Tailscale tag (tag:<name>, a letter then letters, digits or "-"). Fix: pulumi config set --path '${k("tailscaleTags")}[${i}]' tag:agentbox`,
+              });
+          });
+        }),
+      ),
+      tailscaleSsh: boolKey("tailscaleSsh", false),
+      claudeCodeVersion: z
+        .string()
+        .optional()
+        .transform((v) => v ?? DEFAULT_CLAUDE_CODE_VERSION)
+        .refine((v) => SEMVER.test(v), {
+          error: (i) =>
+            `${k("claudeCodeVersion")}: ${show(String(i.input))} is not an exact version (x.y.z; ranges and "latest" would make boxes differ). Fix: ${set("claudeCodeVersion", DEFAULT_CLAUDE_CODE_VERSION)}`,
+        }),
+      claudeInstallMethod: z
+        .enum(["npm", "download"], {
+          error: (i) =>
+            `${k("claudeInstallMethod")}: ${show(String(i.input))} is not an install method. Fix: ${set("claudeInstallMethod", "npm")} (the npm registry's per-platform package) or download (Anthropic's release server, checked against its manifest)`,
+        })
+        .default("npm"),
+      claudeOauthToken: secret("claudeOauthToken", "token from `claude setup-token`"),
+      anthropicApiKey: secret("anthropicApiKey", "Anthropic API key"),
+      repoUrl: z
+        .string()
+        .optional()
+        .superRefine((v, ctx) => {
+          if (v === undefined) return;
+          if (/^https:\/\/[^/]*@/.test(v)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `${k("repoUrl")}: the URL carries credentials, which would sit in the server's user-data. Fix: ${set("repoUrl", "https://github.com/you/repo.git")} and give the box a deploy key or use a public repository`,
+            });
+          } else if (!REPO_URL.test(v)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `${k("repoUrl")}: ${show(v)} is not a git URL agentbox can clone (https://host/path, ssh://host/path or user@host:path, without spaces). Fix: ${set("repoUrl", "https://github.com/you/repo.git")}`,
+            });
+          }
+        }),
+      repoBranch: z
+        .string()
+        .optional()
+        .refine((v) => v === undefined || !branchProblem(v), {
+          error: (i) =>
+            `${k("repoBranch")}: ${show(String(i.input))} is not a valid branch name. Fix: ${set("repoBranch", "main")}`,
+        }),
+    })
+    .superRefine((c, ctx) => {
+      if (c.claudeOauthToken && c.anthropicApiKey) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["anthropicApiKey"],
+          message: `${k("anthropicApiKey")}: both it and ${k("claudeOauthToken")} are set; Claude Code would bill the API key and ignore your subscription. Fix: pulumi config rm ${k("anthropicApiKey")} (or rm ${k("claudeOauthToken")})`,
+        });
+      }
+      if (c.repoBranch !== undefined && c.repoUrl === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["repoBranch"],
+          message: `${k("repoBranch")}: set without ${k("repoUrl")}, so there is nothing to check out. Fix: ${set("repoUrl", "https://github.com/you/repo.git")} or pulumi config rm ${k("repoBranch")}`,
+        });
+      }
+      if (!c.tailscale && (c.tailscaleTags.length || c.tailscaleSsh || c.tailscaleHostname)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["tailscale"],
+          message: `${k("tailscale")}: false, but Tailscale options are set (tailscaleHostname, tailscaleTags or tailscaleSsh). Fix: ${set("tailscale", "true")} or remove those keys`,
+        });
+      }
+      if (!c.tailscale && c.allowSshFrom.length === 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["allowSshFrom"],
+          message: `${k("allowSshFrom")}: empty while ${k("tailscale")} is false, so nothing could ever reach the box. Fix: pulumi config set --path '${k("allowSshFrom")}[0]' <your address>/32, or ${set("tailscale", "true")}`,
+        });
+      }
+    });
+}
+
+/** Suggests the closest known key for a typo (edit distance ≤ 3). */
+function closestKey(key: string): string | undefined {
+  const dist = (a: string, b: string) => {
+    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+    for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+    for (let i = 1; i <= a.length; i++)
+      for (let j = 1; j <= b.length; j++)
+        d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    return d[a.length]![b.length]!;
+  };
+  const scored = CONFIG_KEYS.map((c) => [c, dist(key.toLowerCase(), c.toLowerCase())] as const).sort(
+    (x, y) => x[1] - y[1],
+  );
+  return scored[0] && scored[0][1] <= 3 ? scored[0][0] : undefined;
+}
+
+function resolveSizing(
+  catalogue: CloudCatalogue,
+  location: string,
+  memoryGb: number,
+  serverType: string | undefined,
+  memoryGiven: boolean,
+): { type?: ServerType; problems: string[] } {
+  const k = (key: ConfigKey) => `${NAMESPACE}:${key}`;
+  const kind = catalogue.cloud === "hetzner" ? "server type" : "droplet size";
+  if (!catalogue.locations.includes(location)) {
+    return {
+      problems: [
+        `${k("location")}: ${show(location)} is not a ${catalogue.cloud} ${catalogue.cloud === "hetzner" ? "location" : "region"}; valid: ${catalogue.locations.join(", ")}. Fix: ${set("location", catalogue.defaultLocation)}`,
+      ],
+    };
+  }
+  if (serverType !== undefined) {
+    const type = catalogue.types.find((t) => t.name === serverType);
+    if (!type) {
+      return {
+        problems: [
+          `${k("serverType")}: ${show(serverType)} is not a ${catalogue.cloud} ${kind} agentbox knows (catalogue of ${catalogue.asOf}); valid: ${catalogue.types.map((t) => t.name).join(", ")}. Fix: ${set("serverType", cheapestType(catalogue, MIN_MEMORY_GB, location)?.name ?? catalogue.types[0]!.name)} or remove it and set ${k("memoryGb")}`,
+        ],
+      };
+    }
+    if (!type.sold.includes(location)) {
+      const here = catalogue.types.filter((t) => t.sold.includes(location)).map((t) => t.name);
+      return {
+        problems: [
+          `${k("serverType")}: ${type.name} is not sold in ${location}; it is sold in ${type.sold.join(", ")}, and ${location} sells ${here.join(", ")}. Fix: ${set("location", type.sold[0]!)} or ${set("serverType", here[0] ?? "")}`,
+        ],
+      };
+    }
+    if (memoryGiven && type.memoryGb < memoryGb) {
+      return {
+        problems: [
+          `${k("serverType")}: ${type.name} has ${type.memoryGb} GB, less than ${k("memoryGb")} = ${memoryGb}. Fix: pulumi config rm ${k("serverType")} to let agentbox pick, or rm ${k("memoryGb")}`,
+        ],
+      };
+    }
+    return { type, problems: [] };
+  }
+  const type = cheapestType(catalogue, memoryGb, location);
+  if (!type) {
+    const where = catalogue.locations.filter((l) => cheapestType(catalogue, memoryGb, l));
+    return {
+      problems: [
+        `${k("location")}: no ${kind} with ${memoryGb} GB is sold in ${location}; try ${where.join(", ")}. Fix: ${set("location", where[0] ?? catalogue.defaultLocation)}`,
+      ],
+    };
+  }
+  return { type, problems: [] };
+}
+
+/**
+ * Validates raw stack config. `raw` holds every `agentbox:*` key the stack sets, keyed without the namespace.
+ * Throws ConfigError listing every problem at once, so one `pulumi up` shows them all.
+ */
+export function parseConfig(given: RawConfig, ctx: { project: string; stack: string }): AgentBoxConfig {
+  // An empty value means "not set" (`pulumi new` stores the template's empty defaults that way).
+  const raw: RawConfig = Object.fromEntries(
+    Object.entries(given).filter(([, v]) => v !== undefined && v.trim() !== ""),
+  );
+  const problems: string[] = [];
+  for (const key of Object.keys(raw)) {
+    if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
+      const near = closestKey(key);
+      problems.push(
+        `${NAMESPACE}:${key}: not a setting agentbox knows.${near ? ` Did you mean ${NAMESPACE}:${near}?` : ""} Fix: pulumi config rm ${NAMESPACE}:${key}${near ? ` and set ${NAMESPACE}:${near}` : ""}`,
+      );
+    }
+  }
+  const parsed = schemaFor(ctx.project, ctx.stack).safeParse(raw);
+  if (!parsed.success) {
+    problems.push(...parsed.error.issues.map((i) => i.message));
+    throw new ConfigError(problems);
+  }
+  const c = parsed.data;
+  const catalogue = catalogueFor(c.cloud);
+  const location = c.location ?? catalogue.defaultLocation;
+  const sizing = resolveSizing(catalogue, location, c.memoryGb, c.serverType, raw.memoryGb !== undefined);
+  problems.push(...sizing.problems);
+
+  const images = Object.values(catalogue.images);
+  const image = c.image ?? catalogue.images.debian13;
+  if (!images.includes(image)) {
+    problems.push(
+      `${NAMESPACE}:image: ${show(image)} is not an image agentbox supports on ${c.cloud}; valid: ${images.join(", ")}. Fix: ${set("image", catalogue.images.debian13)}`,
+    );
+  }
+  if (problems.length > 0 || !sizing.type) throw new ConfigError(problems);
+
+  const warnings: string[] = [];
+  const open = c.allowSshFrom.filter((x) => x.endsWith("/0"));
+  if (open.length) {
+    warnings.push(
+      `${NAMESPACE}:allowSshFrom: ${open.join(", ")} opens SSH to the whole internet; password login stays off, but prefer Tailscale or your own address/32.`,
+    );
+  }
+  const auth: AgentAuth = c.claudeOauthToken
+    ? { kind: "oauthToken", key: "claudeOauthToken", value: c.claudeOauthToken }
+    : c.anthropicApiKey
+      ? { kind: "apiKey", key: "anthropicApiKey", value: c.anthropicApiKey }
+      : { kind: "none" };
+  if (auth.kind === "none") {
+    warnings.push(
+      `${NAMESPACE}:claudeOauthToken is not set: Claude Code on the box will ask you to log in the first time you attach (set it from \`claude setup-token\` to skip that).`,
+    );
+  }
+
+  return {
+    project: ctx.project,
+    stack: ctx.stack,
+    cloud: c.cloud,
+    catalogue,
+    location,
+    serverType: sizing.type,
+    image,
+    sshPublicKeys: c.sshPublicKeys,
+    user: c.user,
+    sudo: c.sudo,
+    allowSshFrom: c.allowSshFrom.map((x) => x.trim()),
+    tailscale: {
+      enabled: c.tailscale,
+      hostname: c.tailscaleHostname ?? defaultHostname(ctx.project, ctx.stack),
+      tags: c.tailscale ? (c.tailscaleTags.length ? c.tailscaleTags : ["tag:agentbox"]) : [],
+      ssh: c.tailscaleSsh,
+    },
+    claudeCode: { version: c.claudeCodeVersion, installMethod: c.claudeInstallMethod },
+    auth,
+    repo: c.repoUrl ? { url: c.repoUrl, ...(c.repoBranch ? { branch: c.repoBranch } : {}) } : undefined,
+    warnings,
+  };
+}
+
+/**
+ * Provider credentials are the providers' own keys (or their environment variables). Checked before any resource
+ * exists, so that a missing token is one clear line instead of a provider error halfway through `pulumi up`.
+ */
+export function credentialProblems(
+  config: Pick<AgentBoxConfig, "cloud" | "tailscale">,
+  allConfig: Record<string, string>,
+  env: NodeJS.ProcessEnv,
+): string[] {
+  const has = (key: string, variable: string) => Boolean(allConfig[key] ?? env[variable]);
+  const problems: string[] = [];
+  if (config.cloud === "hetzner" && !has("hcloud:token", "HCLOUD_TOKEN")) {
+    problems.push(
+      "hcloud:token: not set, and HCLOUD_TOKEN is empty. Fix: pulumi config set --secret hcloud:token <token> (Hetzner Console → your project → Security → API tokens, read & write)",
+    );
+  }
+  if (config.cloud === "digitalocean" && !has("digitalocean:token", "DIGITALOCEAN_TOKEN")) {
+    problems.push(
+      "digitalocean:token: not set, and DIGITALOCEAN_TOKEN is empty. Fix: pulumi config set --secret digitalocean:token <token> (DigitalOcean → API → Tokens, read & write)",
+    );
+  }
+  if (config.tailscale.enabled) {
+    const apiKey = has("tailscale:apiKey", "TAILSCALE_API_KEY");
+    const oauth =
+      has("tailscale:oauthClientId", "TAILSCALE_OAUTH_CLIENT_ID") &&
+      has("tailscale:oauthClientSecret", "TAILSCALE_OAUTH_CLIENT_SECRET");
+    if (!apiKey && !oauth) {
+      problems.push(
+        `tailscale:apiKey: not set (nor tailscale:oauthClientId/oauthClientSecret, nor their TAILSCALE_* variables). Fix: pulumi config set --secret tailscale:apiKey <key> (Tailscale admin console → Settings → Keys), or ${set("tailscale", "false")} and open SSH with ${NAMESPACE}:allowSshFrom`,
+      );
+    }
+  }
+  return problems;
+}

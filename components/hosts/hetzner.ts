@@ -1,0 +1,64 @@
+import * as hcloud from "@pulumi/hcloud";
+import type { Host } from "./types";
+
+/** Hetzner label values: at most 63 of [a-zA-Z0-9._-], starting and ending alphanumeric. */
+export function hetznerLabel(value: string): string {
+  return (
+    value
+      .replace(/[^a-zA-Z0-9._-]/g, "-")
+      .slice(0, 63)
+      .replace(/^[^a-zA-Z0-9]+|[^a-zA-Z0-9]+$/g, "") || "none"
+  );
+}
+
+export const hetznerHost: Host = (args, parent) => {
+  const opts = { parent };
+  const labels = {
+    "managed-by": "agentbox",
+    "agentbox-project": hetznerLabel(args.labels.project),
+    "agentbox-stack": hetznerLabel(args.labels.stack),
+  };
+
+  const sshKey = new hcloud.SshKey(
+    `${args.name}-ssh-key`,
+    { name: args.cloudName, publicKey: args.cloudSshPublicKey, labels },
+    opts,
+  );
+
+  // Hetzner firewalls deny all inbound traffic that no rule allows, and allow all outbound when there are no
+  // outbound rules. Tailscale needs no inbound rule: it connects out and traverses NAT (an inbound UDP 41641 rule
+  // would only turn relayed connections into direct ones), so by default the box accepts nothing from outside.
+  const rules: hcloud.types.input.FirewallRule[] = args.allowSshFrom.length
+    ? [
+        {
+          direction: "in",
+          protocol: "tcp",
+          port: "22",
+          sourceIps: [...args.allowSshFrom],
+          description: "SSH (agentbox:allowSshFrom)",
+        },
+      ]
+    : [];
+  const firewall = new hcloud.Firewall(`${args.name}-firewall`, { name: args.cloudName, rules, labels }, opts);
+
+  const server = new hcloud.Server(
+    `${args.name}-server`,
+    {
+      name: args.cloudName,
+      serverType: args.serverType,
+      image: args.image,
+      location: args.location,
+      userData: args.userData,
+      sshKeys: [sshKey.id],
+      // hcloud wants firewall ids as numbers; mocks and the engine hand them over as strings.
+      firewallIds: [firewall.id.apply(Number)],
+      publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
+      labels,
+      // Stops the server cleanly (Claude Code saves its conversation) before deleting it.
+      shutdownBeforeDeletion: true,
+    },
+    opts,
+  );
+
+  return { serverId: server.id, ipv4: server.ipv4Address, ipv6: server.ipv6Address };
+};
