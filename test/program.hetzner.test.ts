@@ -1,0 +1,153 @@
+import * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, test } from "vitest";
+import { parse } from "yaml";
+import { renderCloudConfig } from "../cloud-init/render";
+import { boxSpecOf } from "../components/boxSpec";
+import { placeholderSshKey } from "../components/cloudSshKey";
+import { parseConfig } from "../components/config";
+import { FAKE_TAILNET_KEY, type Program, runProgram, valueOf } from "./mocks";
+import { SSH_KEY, TOKEN, hetznerStack } from "./stacks";
+
+let program: Program;
+beforeAll(async () => {
+  program = await runProgram(hetznerStack, { stack: "dev" });
+});
+
+const byType = (type: string) => program.resources.filter((r) => r.type === type);
+const one = (type: string) => {
+  const found = byType(type);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+};
+
+describe("the Hetzner stack's resource graph", () => {
+  test("creates exactly the component, tailnet key, SSH key, firewall and server", () => {
+    expect(program.resources.map((r) => `${r.type} ${r.name}`).sort()).toEqual([
+      "agentbox:index:AgentBox agentbox",
+      "hcloud:index/firewall:Firewall agentbox-firewall",
+      "hcloud:index/server:Server agentbox-server",
+      "hcloud:index/sshKey:SshKey agentbox-ssh-key",
+      "tailscale:index/tailnetKey:TailnetKey agentbox-tailnet-key",
+    ]);
+  });
+
+  test("every cloud resource is a child of the AgentBox component", () => {
+    const child = (type: string, name: string) => `urn:pulumi:dev::agentbox::agentbox:index:AgentBox$${type}::${name}`;
+    expect([...program.urns.values()].sort()).toEqual(
+      [
+        "urn:pulumi:dev::agentbox::agentbox:index:AgentBox::agentbox",
+        child("tailscale:index/tailnetKey:TailnetKey", "agentbox-tailnet-key"),
+        child("hcloud:index/sshKey:SshKey", "agentbox-ssh-key"),
+        child("hcloud:index/firewall:Firewall", "agentbox-firewall"),
+        child("hcloud:index/server:Server", "agentbox-server"),
+      ].sort(),
+    );
+  });
+
+  test("the server gets the cheapest 16 GB type, Debian 13, its key and its firewall", () => {
+    const server = one("hcloud:index/server:Server");
+    const sshKey = one("hcloud:index/sshKey:SshKey");
+    const firewall = one("hcloud:index/firewall:Firewall");
+    const labels = { "managed-by": "agentbox", "agentbox-project": "agentbox", "agentbox-stack": "dev" };
+    expect(sshKey.inputs).toEqual({
+      name: "agentbox-dev",
+      publicKey: placeholderSshKey("agentbox", "dev", SSH_KEY),
+      labels,
+    });
+    expect(firewall.inputs).toEqual({ name: "agentbox-dev", rules: [], labels });
+    const { userData, ...rest } = server.inputs;
+    expect(rest).toEqual({
+      name: "agentbox-dev",
+      serverType: "cx43",
+      image: "debian-13",
+      location: "fsn1",
+      // mock ids are handed out in creation order: the SSH key and firewall come before the server
+      sshKeys: [expect.stringMatching(/^\d+$/)],
+      firewallIds: [expect.any(Number)],
+      publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
+      labels,
+      shutdownBeforeDeletion: true,
+    });
+    expect(Number.isNaN((rest.firewallIds as number[])[0])).toBe(false);
+    expect(typeof userData).toBe("string");
+  });
+
+  test("the tailnet key is single-use, preauthorized, tagged, short-lived and never silently re-minted", () => {
+    const key = one("tailscale:index/tailnetKey:TailnetKey");
+    expect(key.inputs).toEqual({
+      reusable: false,
+      ephemeral: false,
+      preauthorized: true,
+      tags: ["tag:agentbox"],
+      expiry: 3600,
+      recreateIfInvalid: "never",
+      description: expect.stringMatching(/^agentbox [0-9a-f]{16}$/),
+    });
+  });
+});
+
+describe("secrets", () => {
+  test("user-data reaches the server as a secret and the exported user-data is secret", async () => {
+    expect(one("hcloud:index/server:Server").secretInputs).toEqual(["userData"]);
+    expect(await pulumi.isSecret(program.module.userData!)).toBe(true);
+  });
+
+  test("the token and the tailnet key appear in no input except the secret user-data", () => {
+    for (const r of program.resources) {
+      const visible = Object.fromEntries(Object.entries(r.inputs).filter(([k]) => !r.secretInputs.includes(k)));
+      expect(JSON.stringify(visible)).not.toContain(TOKEN);
+      expect(JSON.stringify(visible)).not.toContain(FAKE_TAILNET_KEY);
+    }
+  });
+
+  test("the tailnet key's description is derived from the secret config, so it is secret too", () => {
+    expect(one("tailscale:index/tailnetKey:TailnetKey").secretInputs).toEqual(["description"]);
+  });
+
+  test("the user-data carries the token in the agent's env file and the key in root's 0600 file", () => {
+    const doc = parse(one("hcloud:index/server:Server").inputs.userData as string) as {
+      write_files: { path: string; content: string; permissions: string; owner?: string }[];
+    };
+    const env = doc.write_files.find((f) => f.path === "/home/agent/.config/agentbox/agent.env")!;
+    expect(env).toMatchObject({ owner: "agent:agent", permissions: "0600" });
+    expect(env.content).toContain(`CLAUDE_CODE_OAUTH_TOKEN=${TOKEN}\n`);
+    const key = doc.write_files.find((f) => f.path === "/run/agentbox/tailscale-authkey")!;
+    expect(key).toMatchObject({ owner: "root:root", permissions: "0600", content: `${FAKE_TAILNET_KEY}\n` });
+  });
+});
+
+describe("outputs", () => {
+  test("say what was bought and how to get in", async () => {
+    const out = Object.fromEntries(
+      await Promise.all(
+        Object.entries(program.module)
+          .filter(([k]) => k !== "userData")
+          .map(async ([k, v]) => [k, await valueOf(v)] as const),
+      ),
+    );
+    expect(out).toEqual({
+      cloud: "hetzner",
+      serverType: "cx43",
+      memoryGb: 16,
+      monthlyPrice: "16.49 EUR/month (catalogue of 2026-09-29, excl. VAT)",
+      ipv4: "203.0.113.10",
+      ipv6: "2001:db8::10",
+      tailnetHostname: "agentbox-dev",
+      sshCommand: "ssh agent@agentbox-dev",
+      moshCommand: "mosh agent@agentbox-dev -- tmux -L agentbox attach -t claude",
+      attachCommand: "ssh -t agent@agentbox-dev tmux -L agentbox attach -t claude",
+    });
+  });
+
+  test("the user-data is exactly what the pure builder renders for this config (deterministic)", async () => {
+    const raw = Object.fromEntries(
+      Object.entries(hetznerStack)
+        .filter(([k]) => k.startsWith("agentbox:"))
+        .map(([k, v]) => [k.slice("agentbox:".length), v]),
+    );
+    const config = parseConfig(raw, { project: "agentbox", stack: "dev" });
+    const expected = renderCloudConfig(boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY }));
+    expect(await valueOf(program.module.userData!)).toBe(expected);
+    expect(renderCloudConfig(boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY }))).toBe(expected);
+  });
+});
