@@ -34,6 +34,8 @@ export interface CloudCatalogue {
   /** Image slugs this project supports (its cloud-init is tested on Debian 13 and accepted on Ubuntu 24.04). */
   images: { debian13: string; ubuntu2404: string };
   types: readonly ServerType[];
+  /** Names no longer sold, with what replaced them, so that an old config gets a useful answer. */
+  retired?: Readonly<Record<string, string>>;
 }
 
 const HETZNER_EU = ["fsn1", "nbg1", "hel1"] as const;
@@ -47,7 +49,8 @@ export const hetznerCatalogue: CloudCatalogue = {
   locations: HETZNER_ALL,
   defaultLocation: "fsn1",
   images: { debian13: "debian-13", ubuntu2404: "ubuntu-24.04" },
-  // The cx22–cx52 and cpx11–cpx51 generation was retired around the end of 2025 (cx42→cx43, cx52→cx53, cpx41→cpx42).
+  // The cx22–cx52 and cpx11–cpx51 generation was retired around the end of 2025.
+  retired: { cx42: "cx43", cx52: "cx53", cpx41: "cpx42", cpx51: "cpx62" },
   types: [
     {
       name: "cx43",

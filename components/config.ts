@@ -135,9 +135,11 @@ const SSH_KEY = new RegExp(
 function parseList(raw: string | undefined): unknown {
   if (raw === undefined || raw.trim() === "") return [];
   const text = raw.trim();
-  if (text.startsWith("[")) {
+  if (text.startsWith("[") || text.startsWith("{")) {
     try {
-      return JSON.parse(text) as unknown;
+      const value = JSON.parse(text) as unknown;
+      // anything but an array is reported as the text the user wrote
+      return Array.isArray(value) ? value : raw;
     } catch {
       return raw;
     }
@@ -261,7 +263,7 @@ function schemaFor(project: string, stack: string) {
       .string()
       .optional()
       .refine((v) => v === undefined || TOKEN.test(v), {
-        error: `${k(key)}: the value (hidden) has spaces, quotes, newlines or other characters no ${how} has, or is too short. Fix: copy it again and run pulumi config set --secret ${k(key)} <value>`,
+        error: `${k(key)}: the value (hidden) has spaces, quotes, newlines or other characters no ${how} has, or is too short. Fix: copy it again and run pulumi config set --secret ${k(key)} (it prompts for the value, which keeps it out of your shell history)`,
       });
 
   return z
@@ -292,7 +294,7 @@ function schemaFor(project: string, stack: string) {
               message:
                 n < MIN_MEMORY_GB
                   ? `${k("memoryGb")}: ${n} GB is below ${MIN_MEMORY_GB} GB; agent boxes with 8 GB were OOM-killed under agent load (Claude Code, language servers, test runs). Fix: ${set("memoryGb", "16")}`
-                  : `${k("memoryGb")}: ${n} GB is above ${MAX_MEMORY_GB} GB, the largest size agentbox picks from its catalogue. Fix: ${set("memoryGb", "32")}, or name a larger type with ${k("serverType")}`,
+                  : `${k("memoryGb")}: ${n} GB is above ${MAX_MEMORY_GB} GB, the largest size agentbox picks from its catalogue. Fix: ${set("memoryGb", "32")}`,
             });
             return z.NEVER;
           }
@@ -304,14 +306,14 @@ function schemaFor(project: string, stack: string) {
         z
           .array(z.string())
           .min(1, {
-            error: `${k("sshPublicKeys")}: at least one SSH public key is required (without one Hetzner mails a root password and nobody can log in as the agent user). Fix: pulumi config set --path '${k("sshPublicKeys")}[0]' "$(cat ~/.ssh/id_ed25519.pub)"`,
+            error: `${k("sshPublicKeys")}: at least one SSH public key is required (without one the cloud mails a root password and nobody can log in as the agent user). Fix: pulumi config set --path '${k("sshPublicKeys")}[0]' "$(cat ~/.ssh/id_ed25519.pub)"`,
           })
           .superRefine((keys, ctx) => {
             keys.forEach((key, i) => {
               if (key.includes("PRIVATE KEY")) {
                 ctx.addIssue({
                   code: "custom",
-                  message: `${k("sshPublicKeys")}[${i}]: this is a PRIVATE key. Remove it now (pulumi config rm ${k("sshPublicKeys")}) and set the .pub file's contents instead`,
+                  message: `${k("sshPublicKeys")}[${i}]: this is a PRIVATE key, and it is now stored unencrypted in the stack config. Fix: pulumi config rm ${k("sshPublicKeys")}, then pulumi config set --path '${k("sshPublicKeys")}[0]' "$(cat ~/.ssh/id_ed25519.pub)"; if Pulumi.${stack}.yaml was committed or shared, replace that key pair`,
                 });
               } else if (!SSH_KEY.test(key.trim())) {
                 ctx.addIssue({
@@ -429,12 +431,20 @@ function schemaFor(project: string, stack: string) {
           message: `${k("repoBranch")}: set without ${k("repoUrl")}, so there is nothing to check out. Fix: ${set("repoUrl", "https://github.com/you/repo.git")} or pulumi config rm ${k("repoBranch")}`,
         });
       }
-      if (!c.tailscale && (c.tailscaleTags.length || c.tailscaleSsh || c.tailscaleHostname)) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["tailscale"],
-          message: `${k("tailscale")}: false, but Tailscale options are set (tailscaleHostname, tailscaleTags or tailscaleSsh). Fix: ${set("tailscale", "true")} or remove those keys`,
-        });
+      if (!c.tailscale) {
+        const given = {
+          tailscaleHostname: c.tailscaleHostname !== undefined,
+          tailscaleTags: c.tailscaleTags.length > 0,
+          tailscaleSsh: c.tailscaleSsh,
+        };
+        for (const key of ["tailscaleHostname", "tailscaleTags", "tailscaleSsh"] as const) {
+          if (!given[key]) continue;
+          ctx.addIssue({
+            code: "custom",
+            path: ["tailscale"],
+            message: `${k("tailscale")}: false, but ${k(key)} is set, which only applies with Tailscale. Fix: pulumi config rm ${k(key)}, or ${set("tailscale", "true")}`,
+          });
+        }
       }
       if (!c.tailscale && c.allowSshFrom.length === 0) {
         ctx.addIssue({
@@ -480,10 +490,18 @@ function resolveSizing(
   }
   if (serverType !== undefined) {
     const type = catalogue.types.find((t) => t.name === serverType);
+    const successor = catalogue.retired?.[serverType];
+    if (!type && successor) {
+      return {
+        problems: [
+          `${k("serverType")}: ${show(serverType)} is no longer sold by ${catalogue.cloud}; its successor is ${successor}. Fix: ${set("serverType", successor)}`,
+        ],
+      };
+    }
     if (!type) {
       return {
         problems: [
-          `${k("serverType")}: ${show(serverType)} is not a ${catalogue.cloud} ${kind} agentbox knows (catalogue of ${catalogue.asOf}); valid: ${catalogue.types.map((t) => t.name).join(", ")}. Fix: ${set("serverType", cheapestType(catalogue, MIN_MEMORY_GB, location)?.name ?? catalogue.types[0]!.name)} or remove it and set ${k("memoryGb")}`,
+          `${k("serverType")}: ${show(serverType)} is not a ${catalogue.cloud} ${kind} agentbox knows (catalogue of ${catalogue.asOf}); valid: ${catalogue.types.map((t) => t.name).join(", ")}. Fix: ${set("serverType", cheapestType(catalogue, MIN_MEMORY_GB, location)?.name ?? catalogue.types[0]!.name)}, or pulumi config rm ${k("serverType")} and set ${k("memoryGb")}`,
         ],
       };
     }
@@ -491,7 +509,7 @@ function resolveSizing(
       const here = catalogue.types.filter((t) => t.sold.includes(location)).map((t) => t.name);
       return {
         problems: [
-          `${k("serverType")}: ${type.name} is not sold in ${location}; it is sold in ${type.sold.join(", ")}, and ${location} sells ${here.join(", ")}. Fix: ${set("location", type.sold[0]!)} or ${set("serverType", here[0] ?? "")}`,
+          `${k("serverType")}: ${type.name} is not sold in ${location}; it is sold in ${type.sold.join(", ")}; ${location} sells ${here.join(", ")}. Fix: ${set("location", type.sold[0]!)} or ${set("serverType", here[0] ?? "")}`,
         ],
       };
     }
@@ -516,6 +534,38 @@ function resolveSizing(
   return { type, problems: [] };
 }
 
+/** Location, size and image, from the raw strings; quiet about keys the schema already reports. */
+function checkPlacement(raw: RawConfig): {
+  catalogue: CloudCatalogue;
+  location: string;
+  image: string;
+  type?: ServerType;
+  problems: string[];
+} {
+  const cloud = (raw.cloud ?? "hetzner").trim();
+  const catalogue = catalogueFor(cloud === "digitalocean" ? "digitalocean" : "hetzner");
+  const location = raw.location ?? catalogue.defaultLocation;
+  const image = raw.image ?? catalogue.images.debian13;
+  if (cloud !== "hetzner" && cloud !== "digitalocean") return { catalogue, location, image, problems: [] };
+  const m = raw.memoryGb === undefined ? MIN_MEMORY_GB : Number(raw.memoryGb.trim());
+  const memoryValid = /^\d+$/.test(String(m)) && m >= MIN_MEMORY_GB && m <= MAX_MEMORY_GB;
+  const sizing = resolveSizing(
+    catalogue,
+    location,
+    memoryValid ? m : MIN_MEMORY_GB,
+    raw.serverType,
+    memoryValid && raw.memoryGb !== undefined,
+  );
+  const problems = [...sizing.problems];
+  const images = Object.values(catalogue.images);
+  if (!images.includes(image)) {
+    problems.push(
+      `${NAMESPACE}:image: ${show(image)} is not an image agentbox supports on ${cloud}; valid: ${images.join(", ")}. Fix: ${set("image", catalogue.images.debian13)}`,
+    );
+  }
+  return { catalogue, location, image, type: sizing.type, problems };
+}
+
 /**
  * Validates raw stack config. `raw` holds every `agentbox:*` key the stack sets, keyed without the namespace.
  * Throws ConfigError listing every problem at once, so one `pulumi up` shows them all.
@@ -535,27 +585,16 @@ export function parseConfig(given: RawConfig, ctx: { project: string; stack: str
     }
   }
   const parsed = schemaFor(ctx.project, ctx.stack).safeParse(raw);
-  if (!parsed.success) {
-    problems.push(...parsed.error.issues.map((i) => i.message));
-    throw new ConfigError(problems);
-  }
+  if (!parsed.success) problems.push(...parsed.error.issues.map((i) => i.message));
+  // Where the box goes is checked even when other keys are wrong, so that one run reports everything.
+  const placement = checkPlacement(raw);
+  problems.push(...placement.problems);
+  if (!parsed.success || problems.length > 0 || !placement.type) throw new ConfigError(problems);
   const c = parsed.data;
-  const catalogue = catalogueFor(c.cloud);
-  const location = c.location ?? catalogue.defaultLocation;
-  const sizing = resolveSizing(catalogue, location, c.memoryGb, c.serverType, raw.memoryGb !== undefined);
-  problems.push(...sizing.problems);
-
-  const images = Object.values(catalogue.images);
-  const image = c.image ?? catalogue.images.debian13;
-  if (!images.includes(image)) {
-    problems.push(
-      `${NAMESPACE}:image: ${show(image)} is not an image agentbox supports on ${c.cloud}; valid: ${images.join(", ")}. Fix: ${set("image", catalogue.images.debian13)}`,
-    );
-  }
-  if (problems.length > 0 || !sizing.type) throw new ConfigError(problems);
+  const { catalogue, location, image } = placement;
 
   const warnings: string[] = [];
-  const open = c.allowSshFrom.filter((x) => x.endsWith("/0"));
+  const open = c.allowSshFrom.map((x) => x.trim()).filter((x) => x.endsWith("/0"));
   if (open.length) {
     warnings.push(
       `${NAMESPACE}:allowSshFrom: ${open.join(", ")} opens SSH to the whole internet; password login stays off, but prefer Tailscale or your own address/32.`,
@@ -578,7 +617,7 @@ export function parseConfig(given: RawConfig, ctx: { project: string; stack: str
     cloud: c.cloud,
     catalogue,
     location,
-    serverType: sizing.type,
+    serverType: placement.type,
     image,
     sshPublicKeys: c.sshPublicKeys,
     user: c.user,
@@ -606,26 +645,29 @@ export function credentialProblems(
   allConfig: Record<string, string>,
   env: NodeJS.ProcessEnv,
 ): string[] {
-  const has = (key: string, variable: string) => Boolean(allConfig[key] ?? env[variable]);
+  const has = (key: string, variable: string) => Boolean(allConfig[key] || env[variable]);
   const problems: string[] = [];
   if (config.cloud === "hetzner" && !has("hcloud:token", "HCLOUD_TOKEN")) {
     problems.push(
-      "hcloud:token: not set, and HCLOUD_TOKEN is empty. Fix: pulumi config set --secret hcloud:token <token> (Hetzner Console → your project → Security → API tokens, read & write)",
+      "hcloud:token: not set, and HCLOUD_TOKEN is empty. Fix: pulumi config set --secret hcloud:token (it prompts; Hetzner Console → your project → Security → API tokens, read & write)",
     );
   }
   if (config.cloud === "digitalocean" && !has("digitalocean:token", "DIGITALOCEAN_TOKEN")) {
     problems.push(
-      "digitalocean:token: not set, and DIGITALOCEAN_TOKEN is empty. Fix: pulumi config set --secret digitalocean:token <token> (DigitalOcean → API → Tokens, read & write)",
+      "digitalocean:token: not set, and DIGITALOCEAN_TOKEN is empty. Fix: pulumi config set --secret digitalocean:token (it prompts; DigitalOcean → API → Tokens, read & write)",
     );
   }
   if (config.tailscale.enabled) {
     const apiKey = has("tailscale:apiKey", "TAILSCALE_API_KEY");
-    const oauth =
-      has("tailscale:oauthClientId", "TAILSCALE_OAUTH_CLIENT_ID") &&
-      has("tailscale:oauthClientSecret", "TAILSCALE_OAUTH_CLIENT_SECRET");
-    if (!apiKey && !oauth) {
+    const oauthId = has("tailscale:oauthClientId", "TAILSCALE_OAUTH_CLIENT_ID");
+    const oauthSecret = has("tailscale:oauthClientSecret", "TAILSCALE_OAUTH_CLIENT_SECRET");
+    if (!apiKey && oauthId && !oauthSecret) {
       problems.push(
-        `tailscale:apiKey: not set (nor tailscale:oauthClientId/oauthClientSecret, nor their TAILSCALE_* variables). Fix: pulumi config set --secret tailscale:apiKey <key> (Tailscale admin console → Settings → Keys), or ${set("tailscale", "false")} and open SSH with ${NAMESPACE}:allowSshFrom`,
+        "tailscale:oauthClientSecret: not set (nor TAILSCALE_OAUTH_CLIENT_SECRET), but tailscale:oauthClientId is; the OAuth client needs both. Fix: pulumi config set --secret tailscale:oauthClientSecret (it prompts; Tailscale admin console → Settings → OAuth clients), or use tailscale:apiKey instead",
+      );
+    } else if (!apiKey && !(oauthId && oauthSecret)) {
+      problems.push(
+        `tailscale:apiKey: not set (nor tailscale:oauthClientId/oauthClientSecret, nor their TAILSCALE_* variables). Fix: pulumi config set --secret tailscale:apiKey (it prompts; Tailscale admin console → Settings → Keys), or ${set("tailscale", "false")} and open SSH with ${NAMESPACE}:allowSshFrom`,
       );
     }
   }

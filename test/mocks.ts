@@ -98,7 +98,7 @@ export async function runProgram(
   const stack = opts.stack ?? "test";
   const secretKeys = opts.secretKeys ?? Object.keys(config).filter((k) => /token|apikey|secret/i.test(k));
   const resources = installMocks(project, stack, config, secretKeys);
-  const module = (await import("../index")) as unknown as Record<string, pulumi.Output<unknown>>;
+  const module = (await import("../index.js")) as unknown as Record<string, pulumi.Output<unknown>>;
   await Promise.all(Object.values(module).map((o) => valueOf(o)));
   // Registering one resource can lead to another (a firewall waits for its droplet's id): settle until none appear.
   for (let quiet = 0; quiet < 5;) {

@@ -9,7 +9,7 @@ test("bad config stops the program with every problem listed, before any resourc
     { "agentbox:memoryGb": "8", "agentbox:cloud": "hetzner", "agentbox:sshPublicKeys": "[]" },
     [],
   );
-  const error = await import("../index").then(
+  const error = await import("../index.js").then(
     () => undefined,
     (e: unknown) => e,
   );
@@ -36,7 +36,7 @@ test("a missing provider token is reported as config, before any resource", asyn
   const saved = { ...process.env };
   delete process.env.HCLOUD_TOKEN;
   delete process.env.TAILSCALE_API_KEY;
-  const error = await import("../index").then(
+  const error = await import("../index.js").then(
     () => undefined,
     (e: unknown) => e,
   );
