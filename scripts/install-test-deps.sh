@@ -5,7 +5,7 @@
 #   mmdebstrap, systemd-container,  the boot test: build a Debian root filesystem and boot it with
 #   tinyproxy-bin, iproute2          systemd-nspawn in a network namespace behind a filtering proxy
 set -euo pipefail
-packages=(shellcheck cloud-init tmux mmdebstrap systemd-container tinyproxy-bin iproute2 util-linux)
+packages=(shellcheck cloud-init tmux mmdebstrap systemd-container tinyproxy-bin iproute2 util-linux procps)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 ((${#missing[@]})) || exit 0

@@ -1,0 +1,190 @@
+#!/bin/bash
+# Boot a #cloud-config user-data on a real systemd (Debian 13 under systemd-nspawn, in a
+# network namespace of its own whose only way out is a filtering proxy) and either check
+# the box contract against it or leave it running to try it out.
+#
+# usage: box.sh test USER_DATA [LABEL]   boot, check, kill claude, reboot, check again, tear down
+#        box.sh try USER_DATA            boot and leave the box running; prints how to attach
+#        box.sh stop NAME                power off and remove a box started with `try`
+#        box.sh list                     the runs on this machine
+# env:   CLOUD_INIT_TIMEOUT (900 s), KEEP_RUN=1 (keep the run directory after a passing test),
+#        EXPECT_CLAUDE_VERSION, AGENT_USER (agent), AGENT_UNIT (claude-agent.service),
+#        TMUX_SESSION (claude), TMUX_SOCKET (tmux -L name, default agentbox; empty = the default socket),
+#        KILL_ROUNDS (5), AGENTBOX_BOOT_CACHE (see lib.sh)
+set -euo pipefail
+HERE=$(dirname "$0")
+. "$HERE/lib.sh"
+. "$HERE/net.sh"
+. "$HERE/container.sh"
+. "$HERE/checks.sh"
+
+CLOUD_INIT_TIMEOUT=${CLOUD_INIT_TIMEOUT:-900}
+NAME='' RUN_DIR='' PROXY='' T_BOOT=''
+
+new_run() {
+  NAME=agentbox-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+  RUN_DIR=$BOOT_RUNS/$NAME
+  mkdir -p "$RUN_DIR"
+}
+
+start_box() { # start_box USER_DATA: network, overlay, seed, boot; sets T_BOOT
+  local rootfs
+  rootfs=$("$BOOT_DIR/build-rootfs.sh")
+  state_set "$RUN_DIR" ROOTFS "$rootfs"
+  net_up "$RUN_DIR" "$NAME"
+  PROXY=$(state_get "$RUN_DIR" PROXY)
+  box_prepare "$RUN_DIR" "$NAME" "$rootfs" "$1"
+  T_BOOT=$(now)
+  box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console.log"
+  log "box $NAME booting (pid 1 = $LEADER), run directory $RUN_DIR"
+}
+
+collect_artifacts() { # collect_artifacts SUFFIX: what explains a failure, into $RUN_DIR/artifacts
+  local a=$RUN_DIR/artifacts m=$RUN_DIR/merged
+  mkdir -p "$a"
+  cp "$m"/var/log/cloud-init.log "$m"/var/log/cloud-init-output.log "$a/" 2>/dev/null
+  [ -d "$m/var/log/agentbox" ] && cp -r "$m/var/log/agentbox" "$a/"
+  cin cat /run/cloud-init/result.json >"$a/result$1.json" 2>&1
+  cin journalctl -b --no-pager >"$a/journal$1.txt" 2>&1
+  [ -n "$AUID" ] && cin journalctl -b "_UID=$AUID" --no-pager >"$a/journal-$AGENT$1.txt" 2>&1
+  cin systemctl --failed --no-pager >"$a/failed-units$1.txt" 2>&1
+  agent_tmux capture-pane -p -t "$SESSION" >"$a/tmux-$SESSION$1.txt" 2>&1
+  return 0
+}
+
+median() { tr ' ' '\n' | sort -n | awk 'NF { v[++n] = $1 } END { if (!n) printf "-"; else printf "%.1f", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
+
+cmd_test() {
+  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- active veth kills
+  new_run
+  trap 'finish_test $?' EXIT
+  trap 'exit 130' INT TERM
+  echo "# box test: $label ($NAME)"
+  # the version the stack pinned, as the rendered box settings carry it
+  : "${EXPECT_CLAUDE_VERSION:=$(sed -n 's/^ *CLAUDE_VERSION=//p' "$ud" | head -n 1)}"
+  start_box "$ud"
+  # from here on a failing command is a finding for the checks to report, not a reason to stop
+  set +e
+
+  check_network
+  if box_wait_cloud_init "$RUN_DIR" "$CLOUD_INIT_TIMEOUT"; then
+    t_ci=$(since "$T_BOOT")
+    ok "cloud-init finished (/run/cloud-init/result.json) within $CLOUD_INIT_TIMEOUT s"
+  else
+    not_ok "cloud-init finished (/run/cloud-init/result.json) within $CLOUD_INIT_TIMEOUT s" "$(tail -n 20 "$RUN_DIR/console.log")"
+  fi
+  AUID=$(cin id -u "$AGENT" 2>/dev/null)
+  check_status
+  check_cloud_init_errors
+  check_agent_user
+  check_claude_install
+  check_sshd
+  check_agent_service
+  active=$(unit_active_since) && t_agent=$(awk -v a="$T_BOOT" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
+  check_restart_after_kill
+  check_system ""
+  collect_artifacts ""
+
+  box_poweroff "$RUN_DIR"
+  local t2
+  t2=$(now)
+  box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console-reboot.log"
+  box_wait_booted 120 || log "the box did not finish starting up within 120 s after the reboot"
+  check_after_reboot
+  active=$(unit_active_since) && t_reboot=$(awk -v a="$t2" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
+  collect_artifacts "-reboot"
+  check_proxy_destinations
+
+  veth=$(state_get "$RUN_DIR" VETH)
+  kills=$(IFS=, && echo "${RESTART_TIMES[*]:--}")
+  echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent" \
+    "restart_after_kill_s=$kills restart_after_kill_median_s=$(echo "${RESTART_TIMES[*]}" | median)" \
+    "kill_to_screen_median_s=$(echo "${SCREEN_TIMES[*]}" | median)" \
+    "reboot_to_agent_s=$t_reboot disk_used_mb=$(du -sm "$RUN_DIR/upper" | cut -f1)" \
+    "proxy_to_box_mb=$(awk '{ printf "%.0f", $1 / 1048576 }' "/sys/class/net/$veth/statistics/tx_bytes")"
+  summary
+}
+
+finish_test() { # EXIT trap of `test`: tear down; keep the run directory when something failed
+  local rc=$1
+  trap - EXIT INT TERM
+  # on Ctrl-C a pipe reading our output (run.sh's tee) may be gone: never die half-way here
+  trap '' PIPE
+  set +e
+  box_teardown "$RUN_DIR"
+  if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${KEEP_RUN:-0}" != 1 ]; then
+    rm -rf "$RUN_DIR"
+  else
+    echo "# run directory kept: $RUN_DIR (console*.log, proxy.log, artifacts/: cloud-init logs," \
+      "journals, /var/log/agentbox, tmux screen; upper/ is the box's disk)"
+  fi
+  exit "$rc"
+}
+
+cmd_try() {
+  local ud=$1
+  new_run
+  trap 'trap "" PIPE; box_teardown "$RUN_DIR"; rm -rf "$RUN_DIR"' EXIT
+  trap 'exit 130' INT TERM
+  start_box "$ud"
+  log "waiting for cloud-init (up to $CLOUD_INIT_TIMEOUT s; Ctrl-C stops and removes the box)"
+  if box_wait_cloud_init "$RUN_DIR" "$CLOUD_INIT_TIMEOUT"; then
+    log "cloud-init finished after $(since "$T_BOOT") s; status: $(cin cat "$STATUS_FILE" 2>/dev/null | tr '\n' ' ')"
+  fi
+  trap - EXIT INT TERM
+  cat <<EOF
+box $NAME is running (run directory $RUN_DIR)
+  attach to Claude Code: nsenter -t $LEADER -a runuser -u $AGENT -- tmux ${TMUX_SOCKET:+-L $TMUX_SOCKET }attach -t $SESSION   (detach: Ctrl-b d)
+  a root shell:          nsenter -t $LEADER -a /bin/bash -l
+  stop and remove it:    $0 stop $NAME
+EOF
+}
+
+cmd_stop() {
+  local name=$1
+  if ! [[ $name =~ ^agentbox-[0-9a-f]{6}$ ]] || [ ! -e "$BOOT_RUNS/$name/state" ]; then
+    die "no run named '$name' (see: $0 list)"
+  fi
+  box_teardown "$BOOT_RUNS/$name"
+  if [ "${KEEP_RUN:-0}" = 1 ]; then log "run directory kept: $BOOT_RUNS/$name"; else rm -rf "${BOOT_RUNS:?}/$name"; fi
+}
+
+cmd_list() {
+  local d
+  for d in "$BOOT_RUNS"/agentbox-*/; do
+    [ -e "$d/state" ] || continue
+    d=${d%/}
+    if box_running "$d"; then
+      echo "$(basename "$d") running, pid 1 = $(state_get "$d" LEADER)"
+    else
+      echo "$(basename "$d") stopped (remove with: $0 stop $(basename "$d"))"
+    fi
+  done
+}
+
+usage() { sed -n '6,13s/^# \{0,1\}//p' "$0" >&2; }
+
+[ $# -ge 1 ] || {
+  usage
+  exit 2
+}
+cmd=$1
+shift
+case $cmd in
+  test | try)
+    [ -f "${1:-}" ] || die "$cmd needs a user-data file"
+    require_root
+    ensure_host_packages
+    "cmd_$cmd" "$(readlink -f "$1")" "${@:2}"
+    ;;
+  stop)
+    [ $# = 1 ] || die "usage: $0 stop NAME"
+    require_root
+    cmd_stop "$1"
+    ;;
+  list) cmd_list ;;
+  *)
+    usage
+    exit 2
+    ;;
+esac

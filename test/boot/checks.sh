@@ -1,0 +1,318 @@
+# shellcheck shell=bash
+# The box contract, checked from outside the running box (nsenter), plus the network
+# guarantees of the harness itself. Sourced by box.sh after container.sh; every check
+# prints one "ok - …" / "not ok - …" line (lib.sh). The contract is in README.md.
+
+AGENT=${AGENT_USER:-agent}
+UNIT=${AGENT_UNIT:-claude-agent.service}
+SESSION=${TMUX_SESSION:-claude}
+TMUX_SOCKET=${TMUX_SOCKET-agentbox} # the agent service's own tmux server (tmux -L); empty: the default socket
+KILL_ROUNDS=${KILL_ROUNDS:-5}
+EXPECT_PACKAGES=(tmux git mosh curl)
+STATUS_FILE=/var/lib/agentbox/status
+
+AUID=            # the agent's uid, assigned by cloud-init
+RESTART_TIMES=() # seconds from kill -9 to a new claude under an active unit, per round
+SCREEN_TIMES=()  # seconds from kill -9 until tmux shows Claude Code again, per round
+
+as_agent() { cin runuser -u "$AGENT" -- "$@"; }
+agent_tmux() { as_agent tmux ${TMUX_SOCKET:+-L "$TMUX_SOCKET"} "$@"; }
+# the agent's user manager, without its D-Bus (dbus-user-session is not in the contract)
+ucl() { as_agent env XDG_RUNTIME_DIR="/run/user/$AUID" systemctl --user "$@"; }
+
+owned() { # owned PATH [MODE]: owner is the agent (and the mode is MODE)
+  local got
+  got=$(cin stat -c '%U %a' "$1") || return 1
+  echo "$1: owner and mode $got"
+  [ "${got%% *}" = "$AGENT" ] && { [ -z "${2:-}" ] || [ "${got#* }" = "$2" ]; }
+}
+
+# poll COMMAND... once a second for up to SECONDS; the last attempt's output is kept
+eventually() { # eventually SECONDS COMMAND...
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || {
+      "$@"
+      return
+    }
+    sleep 1
+  done
+}
+
+screen_shows_claude() { # the tmux pane, saved for the artifacts, shows Claude Code
+  agent_tmux capture-pane -p -t "$SESSION" >"$RUN_DIR/tmux-$SESSION.txt" 2>&1 || {
+    cat "$RUN_DIR/tmux-$SESSION.txt"
+    return 1
+  }
+  grep -q 'Claude Code' "$RUN_DIR/tmux-$SESSION.txt" || {
+    echo "the pane shows:"
+    grep -v '^[[:space:]]*$' "$RUN_DIR/tmux-$SESSION.txt" | tail -n 15
+    return 1
+  }
+}
+
+no_failed_units() { # no_failed_units system|user [EXPLAINED_UNIT...]
+  local failed unexplained
+  if [ "$1" = user ]; then
+    failed=$(ucl --failed --plain --no-legend --no-pager) || return 1
+  else
+    failed=$(cin systemctl --failed --plain --no-legend --no-pager) || return 1
+  fi
+  shift
+  unexplained=$(awk 'NF { print $1 }' <<<"$failed" | grep -vxF -f <(printf '%s\n' "$@") || true)
+  [ -z "$unexplained" ] || {
+    echo "$failed"
+    return 1
+  }
+}
+
+workspace_ok() { cin test -d "/home/$AGENT/workspace" && owned "/home/$AGENT/workspace"; }
+
+claude_json_ok() {
+  owned "/home/$AGENT/.claude.json" &&
+    cin python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("hasCompletedOnboarding") is not True)' \
+      "/home/$AGENT/.claude.json"
+}
+
+# --- the network the harness promises -------------------------------------------------
+
+check_network() {
+  local routes
+  routes=$(cin ip -4 route; cin ip -6 route | grep -v '^fe80::/64 ' || true)
+  if [ "$(wc -l <<<"$routes")" = 1 ] && [[ $routes == *"/30 dev "* ]]; then
+    ok "the box's only route is its /30 to the proxy (no default route)"
+  else
+    not_ok "the box's only route is its /30 to the proxy (no default route)" "$routes"
+  fi
+  local out
+  out=$(cin env https_proxy="$PROXY" curl -sS -o /dev/null https://example.invalid/ 2>&1 || true)
+  if [[ $out == *403* ]] && grep -q 'refused on filtered domain "example.invalid"' "$RUN_DIR/proxy.log"; then
+    ok "the proxy refuses a host outside the allow-list (403, never resolved)"
+  else
+    not_ok "the proxy refuses a host outside the allow-list (403, never resolved)" "$out"
+  fi
+}
+
+check_proxy_destinations() {
+  local contacted unexpected
+  contacted=$(sed -n 's/.*Established connection to host "\([^"]*\)".*/\1/p' "$RUN_DIR/proxy.log" | sort | uniq -c)
+  log "proxy connections by host: $(echo "$contacted" | awk '{ printf "%s=%s ", $2, $1 }')"
+  unexpected=$(awk '{ print $2 }' <<<"$contacted" | grep -vxF -f "$RUN_DIR/allowed-hosts" || true)
+  if [ -z "$unexpected" ]; then
+    ok "the proxy connected only to the apt mirrors and the npm registry"
+  else
+    not_ok "the proxy connected only to the apt mirrors and the npm registry" "$unexpected"
+  fi
+}
+
+# --- provisioning result ----------------------------------------------------------------
+
+status_get() { cin sed -n "s/^$1=//p" "$STATUS_FILE" | tail -n 1; }
+
+check_status() {
+  local status bad tailscale result step
+  if ! status=$(cin cat "$STATUS_FILE" 2>&1); then
+    not_ok "status file $STATUS_FILE exists" "$status"
+    return
+  fi
+  ok "status file $STATUS_FILE exists"
+  log "status: $(tr '\n' ' ' <<<"$status")"
+  for step in claude agent; do
+    if [ "$(status_get "$step")" = ok ]; then ok "status: $step=ok"; else not_ok "status: $step=ok" "$status"; fi
+  done
+  bad=$(grep -v -e '^tailscale=' -e '^result=' -e '^[A-Za-z0-9_-]*=ok$' <<<"$status" || true)
+  if [ -z "$bad" ]; then ok "status: every step but tailscale is ok"; else not_ok "status: every step but tailscale is ok" "$bad"; fi
+  tailscale=$(status_get tailscale)
+  result=$(status_get result)
+  # Tailscale's servers are unreachable from the harness: the box must say so and degrade
+  if [[ $tailscale == "failed: "?* ]]; then
+    ok "status: tailscale=failed: <reason> (its servers are unreachable here)"
+  else
+    not_ok "status: tailscale=failed: <reason> (its servers are unreachable here)" "tailscale=$tailscale"
+  fi
+  if [ "$result" = degraded ]; then ok "status: result=degraded"; else not_ok "status: result=degraded" "result=$result"; fi
+  check "provision log /var/log/agentbox/provision.log is written" cin test -s /var/log/agentbox/provision.log
+}
+
+# errors in result.json: none when the box says ready; when degraded, exactly the one the
+# provision script raises (scripts_user) to report the failed step
+check_cloud_init_errors() {
+  local result want out rc=0
+  result=$(status_get result 2>/dev/null || true)
+  want=1
+  [ "$result" = ready ] && want=0
+  out=$(cin python3 -c '
+import json, sys
+r = json.load(open("/run/cloud-init/result.json"))["v1"]
+for e in r["errors"]: print("error:", e)
+for k, v in (r.get("recoverable_errors") or {}).items():
+    for m in v: print("recoverable %s: %s" % (k, m))
+errors = r["errors"]
+want = int(sys.argv[1])
+# cloud-init 25 names the module scripts-user, older releases scripts_user
+sys.exit(0 if len(errors) == want and all("scripts-user" in str(e).replace("_", "-") for e in errors) else 1)' "$want" 2>&1) || rc=$?
+  grep '^recoverable' <<<"$out" | sed 's/^/# cloud-init /' >&2 || true
+  if [ "$want" = 0 ]; then
+    if [ $rc = 0 ]; then ok "cloud-init: no errors (result=ready)"; else not_ok "cloud-init: no errors (result=ready)" "$out"; fi
+  elif [ $rc = 0 ]; then
+    ok "cloud-init: one error, from scripts_user (the provision script reporting the degraded box)"
+  else
+    not_ok "cloud-init: one error, from scripts_user (the provision script reporting the degraded box)" "$out"
+  fi
+}
+
+# --- the agent --------------------------------------------------------------------------
+
+check_agent_user() {
+  local home
+  home=$(cin getent passwd "$AGENT" | cut -d: -f6 || true)
+  if [ "$home" = "/home/$AGENT" ] && owned "/home/$AGENT" >/dev/null; then
+    ok "user $AGENT exists, home /home/$AGENT owned by $AGENT"
+  else
+    not_ok "user $AGENT exists, home /home/$AGENT owned by $AGENT" "home=$home; $(owned "/home/$AGENT" 2>&1)"
+  fi
+  check "$AGENT may run anything as root without a password (sudo -l)" sudo_ok
+  check "workspace /home/$AGENT/workspace is a directory owned by $AGENT" workspace_ok
+  check "packages installed: ${EXPECT_PACKAGES[*]}" cin dpkg -s "${EXPECT_PACKAGES[@]}"
+}
+
+sudo_ok() {
+  local rules
+  rules=$(cin sudo -l -U "$AGENT" 2>&1) || { echo "$rules"; return 1; }
+  echo "$rules"
+  grep -q '(ALL) NOPASSWD: ALL' <<<"$rules"
+}
+
+check_claude_install() {
+  local v want="(Claude Code)"
+  check "/usr/local/bin/claude is executable" cin test -x /usr/local/bin/claude
+  [ -n "${EXPECT_CLAUDE_VERSION:-}" ] && want="$EXPECT_CLAUDE_VERSION (Claude Code)"
+  [ -n "${EXPECT_CLAUDE_VERSION:-}" ] || log "EXPECT_CLAUDE_VERSION is not set: the version itself is not checked"
+  v=$(as_agent claude --version 2>&1 || true)
+  if [[ $v == *"(Claude Code)"* && $v == *"${EXPECT_CLAUDE_VERSION:-}"* ]]; then
+    ok "claude --version as $AGENT: $want"
+  else
+    not_ok "claude --version as $AGENT: $want" "$v"
+  fi
+  check "/home/$AGENT/.claude.json owned by $AGENT, hasCompletedOnboarding true" claude_json_ok
+  check "env file /home/$AGENT/.config/agentbox/agent.env: owner $AGENT, mode 600" \
+    owned "/home/$AGENT/.config/agentbox/agent.env" 600
+}
+
+check_sshd() {
+  local t
+  t=$(cin sshd -T 2>&1 | grep -E '^(passwordauthentication|permitrootlogin|kbdinteractiveauthentication) ' || true)
+  if [ "$(sort <<<"$t" | tr '\n' ' ')" = "kbdinteractiveauthentication no passwordauthentication no permitrootlogin no " ]; then
+    ok "sshd -T: passwordauthentication no, permitrootlogin no, kbdinteractiveauthentication no"
+  else
+    not_ok "sshd -T: passwordauthentication no, permitrootlogin no, kbdinteractiveauthentication no" "$t"
+  fi
+}
+
+check_agent_service() {
+  check "linger: /var/lib/systemd/linger/$AGENT exists" cin test -e "/var/lib/systemd/linger/$AGENT"
+  check "user@$AUID.service is active" cin systemctl is-active "user@$AUID.service"
+  check "$UNIT is installed in /etc/systemd/user/" cin test -f "/etc/systemd/user/$UNIT"
+  check "$UNIT is enabled for $AGENT" ucl is-enabled "$UNIT"
+  check "$UNIT is active" ucl is-active "$UNIT"
+  check_units_verify_in_box
+  check "tmux session '$SESSION' exists" agent_tmux has-session -t "$SESSION"
+  check "tmux session '$SESSION' shows Claude Code (within 30 s)" eventually 30 screen_shows_claude
+  check "a process named claude runs as $AGENT" cin pgrep -u "$AGENT" -x claude
+}
+
+# the units of write_files again, now that everything they name is installed
+check_units_verify_in_box() {
+  local unit out
+  for unit in $(cin python3 -c '
+import yaml
+for f in yaml.safe_load(open("/var/lib/cloud/seed/nocloud/user-data")).get("write_files") or []:
+    p = f.get("path", "")
+    if "/systemd/" in p and p.rsplit(".", 1)[-1] in ("service", "socket", "timer", "path", "target", "mount"):
+        print(p)'); do
+    case $unit in
+      /etc/systemd/user/* | */.config/systemd/user/*)
+        out=$(as_agent env XDG_RUNTIME_DIR="/run/user/$AUID" systemd-analyze --user verify --man=no "$unit" 2>&1) ;;
+      *) out=$(cin systemd-analyze verify --man=no "$unit" 2>&1) ;;
+    esac
+    if [ -z "$out" ]; then ok "systemd-analyze verify $unit on the box (silent)"; else not_ok "systemd-analyze verify $unit on the box (silent)" "$out"; fi
+  done
+}
+
+# kill -9 claude KILL_ROUNDS times; each time the unit must start a new one (~90 s at most)
+# and the tmux session must show Claude Code again
+check_restart_after_kill() {
+  local round old new t0 deadline active out screens=""
+  for round in $(seq "$KILL_ROUNDS"); do
+    local what="kill -9 claude ($round/$KILL_ROUNDS): the unit starts a new claude"
+    old=$(cin pgrep -o -u "$AGENT" -x claude) || {
+      not_ok "$what" "no claude process to kill"
+      return
+    }
+    t0=$(now)
+    cin kill -9 "$old" || true
+    deadline=$(($(date +%s) + 90))
+    new='' active=''
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+      new=$(cin pgrep -o -u "$AGENT" -x claude || true)
+      active=$(ucl is-active "$UNIT" 2>/dev/null || true)
+      [ -n "$new" ] && [ "$new" != "$old" ] && [ "$active" = active ] && break
+      sleep 0.2
+    done
+    if [ -z "$new" ] || [ "$new" = "$old" ] || [ "$active" != active ]; then
+      not_ok "$what" "after 90 s: claude pid '$new' (killed $old), unit $active
+$(ucl status --no-pager "$UNIT" 2>&1 | tail -n 15)"
+      return
+    fi
+    RESTART_TIMES+=("$(since "$t0")")
+    ok "$what"
+    if out=$(eventually 30 screen_shows_claude 2>&1); then
+      SCREEN_TIMES+=("$(since "$t0")")
+    else
+      screens+="after kill $round: $out"$'\n'
+    fi
+  done
+  if [ -z "$screens" ]; then
+    ok "tmux shows Claude Code again after every restart"
+  else
+    not_ok "tmux shows Claude Code again after every restart" "${screens%$'\n'}"
+  fi
+}
+
+check_system() { # check_system LABEL
+  local state explained=()
+  state=$(cin timeout 60 systemctl is-system-running --wait 2>&1 || true)
+  case $state in
+    running | degraded) ok "${1}system is $state" ;;
+    *) not_ok "${1}system is running or degraded" "$state" ;;
+  esac
+  cin systemctl --failed --plain --no-legend --no-pager | sed "s/^/# ${1}failed: /" >&2
+  # A degraded box reports its failed step through cloud-init (runcmd exits non-zero), which
+  # fails cloud-init's final stage: those two units, and only they, are explained.
+  if [ "$(status_get result 2>/dev/null)" = degraded ] && [ -z "$1" ]; then
+    explained=(cloud-final.service cloud-init-main.service)
+    check "${1}no failed system units but ${explained[*]} (failed by the degraded provisioning)" \
+      no_failed_units system "${explained[@]}"
+  else
+    check "${1}no failed system units" no_failed_units system
+  fi
+  check "${1}no failed units in $AGENT's user manager" no_failed_units user
+}
+
+check_after_reboot() {
+  local sessions
+  check_system "after reboot: "
+  # the lingering user manager has a session of class "manager" (systemd >= 256): not a login
+  sessions=$(cin loginctl list-sessions --no-legend 2>&1 | awk '$6 !~ /^manager/' || true)
+  if [ -z "$sessions" ]; then ok "after reboot: nobody is logged in"; else not_ok "after reboot: nobody is logged in" "$sessions"; fi
+  check "after reboot: $UNIT is active (linger)" eventually 120 ucl is-active "$UNIT"
+  check "after reboot: tmux session '$SESSION' shows Claude Code" eventually 30 screen_shows_claude
+}
+
+# systemd's own record of when UNIT last became active, in seconds since the epoch
+unit_active_since() {
+  local ts
+  ts=$(ucl show --timestamp=us+utc -p ActiveEnterTimestamp --value "$UNIT" 2>/dev/null) || return 1
+  [ -n "$ts" ] && date -d "$ts" +%s.%N
+}
