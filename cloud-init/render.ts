@@ -69,8 +69,9 @@ const claudePlatform = (arch: BoxSpec["arch"]) => (arch === "arm64" ? "linux-arm
 /** Packages the box needs beyond the image; curl and ca-certificates are on cloud images but cost nothing to name. */
 export function packagesFor(spec: BoxSpec): string[] {
   const base = ["tmux", "git", "mosh", "curl", "ca-certificates"];
-  // npm fetches Claude Code's platform package; the binary itself does not need Node.
-  return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs", "npm"] : [...base, "python3"];
+  // npm fetches Claude Code's platform package (the binary itself does not need Node). Only nodejs is installed:
+  // the provision script gets npm through corepack, far cheaper than Debian's npm package (see provision.sh).
+  return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs"] : [...base, "python3"];
 }
 
 /** The document as an object, before serialisation: what the tests inspect. */

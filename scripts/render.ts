@@ -4,6 +4,7 @@
  *
  *   npm run render -- --stack dev              (reads ./Pulumi.dev.yaml)
  *   npm run render -- --config path/Pulumi.x.yaml [--stack x]
+ *   --without-secrets   leave the agent's credential out (Claude Code then asks you to log in), as `npm run try` does
  */
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
@@ -29,8 +30,9 @@ export function rawConfigFromStackFile(text: string): RawConfig {
   return raw;
 }
 
-export function renderStack(stackFile: string, stack: string, project: string): string {
+export function renderStack(stackFile: string, stack: string, project: string, withSecrets = true): string {
   const raw = rawConfigFromStackFile(readFileSync(stackFile, "utf8"));
+  if (!withSecrets) for (const key of SECRET_KEYS) delete raw[key];
   const config = parseConfig(raw, { project, stack });
   const secretKey = SECRET_KEYS.find((k) => raw[k] !== undefined);
   return renderCloudConfig(
@@ -42,7 +44,13 @@ export function renderStack(stackFile: string, stack: string, project: string): 
 }
 
 function main() {
-  const { values } = parseArgs({ options: { stack: { type: "string", short: "s" }, config: { type: "string" } } });
+  const { values } = parseArgs({
+    options: {
+      stack: { type: "string", short: "s" },
+      config: { type: "string" },
+      "without-secrets": { type: "boolean" },
+    },
+  });
   const root = join(__dirname, "..");
   const file = values.config ?? (values.stack ? join(root, `Pulumi.${values.stack}.yaml`) : undefined);
   if (!file) {
@@ -56,7 +64,7 @@ function main() {
       .replace(/\.ya?ml$/, "");
   const project = (parse(readFileSync(join(root, "Pulumi.yaml"), "utf8")) as { name?: string } | null)?.name;
   try {
-    process.stdout.write(renderStack(file, stack, project ?? "agentbox"));
+    process.stdout.write(renderStack(file, stack, project ?? "agentbox", !values["without-secrets"]));
   } catch (e) {
     console.error(e instanceof ConfigError ? e.message : e);
     process.exit(1);

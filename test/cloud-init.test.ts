@@ -72,7 +72,7 @@ describe("the document", () => {
 
   test("installs the agent's tools and updates lists without upgrading on the way to a running agent", () => {
     expect(doc(base)).toMatchObject({ package_update: true, package_upgrade: false });
-    expect(packagesFor(base)).toEqual(["tmux", "git", "mosh", "curl", "ca-certificates", "nodejs", "npm"]);
+    expect(packagesFor(base)).toEqual(["tmux", "git", "mosh", "curl", "ca-certificates", "nodejs"]);
     expect(packagesFor(variants["arm64, download install, repo, Tailscale SSH, api key"]!)).toEqual([
       "tmux",
       "git",

@@ -44,6 +44,20 @@ step() { # NAME FUNCTION: runs one step and records ok / failed: <reason>
     return 1
   fi
 }
+# npm, the cheapest way this image offers it. Debian 13's nodejs brings corepack, which fetches one pinned npm
+# release from the npm registry in seconds; Debian's own npm package pulls ~380 packages through apt (minutes).
+# Corepack is not everywhere (Ubuntu 24.04's nodejs lacks it) and may fail: then apt's npm, without recommends.
+NPM_VERSION=10.9.2
+npm_cli() {
+  if command -v npm >/dev/null; then
+    npm "$@"
+  elif command -v corepack >/dev/null && COREPACK_ENABLE_DOWNLOAD_PROMPT=0 corepack "npm@$NPM_VERSION" "$@"; then
+    return 0
+  else
+    echo "agentbox: corepack unavailable or failed; installing npm with apt"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null && npm "$@"
+  fi
+}
 as_agent() { runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"; }
 fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 300 "$@"; }
 
@@ -75,7 +89,7 @@ install_claude() {
     npm)
       # Only the one native binary for this platform: npm checks the tarball against the registry's integrity
       # hash; the main package would pull Node-side wrappers and, with older npm, both libc variants.
-      (cd "$tmp" && npm pack --silent --cache "$tmp/cache" "@anthropic-ai/claude-code-$platform@$CLAUDE_VERSION" >/dev/null) ||
+      (cd "$tmp" && npm_cli pack --silent --cache "$tmp/cache" "@anthropic-ai/claude-code-$platform@$CLAUDE_VERSION" >/dev/null) ||
         fail "npm could not fetch @anthropic-ai/claude-code-$platform@$CLAUDE_VERSION" || return 1
       tar -xzf "$tmp"/*.tgz -C "$tmp" package/claude || fail "the package has no claude binary" || return 1
       install -D -m 0755 "$tmp/package/claude" "$dir/claude"
