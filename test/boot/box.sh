@@ -4,6 +4,7 @@
 # the box contract against it or leave it running to try it out.
 #
 # usage: box.sh test USER_DATA [LABEL]   boot, check, kill claude, reboot, check again, tear down
+#        box.sh bench USER_DATA [LABEL]  boot once, print the timings only, tear down
 #        box.sh try USER_DATA            boot and leave the box running; prints how to attach
 #        box.sh stop NAME                power off and remove a box started with `try`
 #        box.sh list                     the runs on this machine
@@ -121,6 +122,23 @@ finish_test() { # EXIT trap of `test`: tear down; keep the run directory when so
   exit "$rc"
 }
 
+cmd_bench() { # boot once and measure, no fault checks: what scripts/bench.sh repeats
+  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- active veth
+  new_run
+  trap 'trap "" PIPE; box_teardown "$RUN_DIR"; rm -rf "$RUN_DIR"' EXIT
+  trap 'exit 130' INT TERM
+  start_box "$ud"
+  set +e
+  box_wait_cloud_init "$RUN_DIR" "$CLOUD_INIT_TIMEOUT" && t_ci=$(since "$T_BOOT")
+  AUID=$(cin id -u "$AGENT" 2>/dev/null)
+  eventually 60 ucl is-active --quiet "$UNIT" >/dev/null
+  active=$(unit_active_since) && t_agent=$(awk -v a="$T_BOOT" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
+  veth=$(state_get "$RUN_DIR" VETH)
+  echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent" \
+    "disk_used_mb=$(du -sm "$RUN_DIR/upper" | cut -f1)" \
+    "proxy_to_box_mb=$(awk '{ printf "%.0f", $1 / 1048576 }' "/sys/class/net/$veth/statistics/tx_bytes")"
+}
+
 cmd_try() {
   local ud=$1
   new_run
@@ -162,7 +180,7 @@ cmd_list() {
   done
 }
 
-usage() { sed -n '6,13s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '6,14s/^# \{0,1\}//p' "$0" >&2; }
 
 [ $# -ge 1 ] || {
   usage
@@ -171,7 +189,7 @@ usage() { sed -n '6,13s/^# \{0,1\}//p' "$0" >&2; }
 cmd=$1
 shift
 case $cmd in
-  test | try)
+  test | try | bench)
     [ -f "${1:-}" ] || die "$cmd needs a user-data file"
     require_root
     ensure_host_packages
