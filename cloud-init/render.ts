@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import { renderFirewall } from "./firewall";
 
 /** Hetzner refuses larger user-data; DigitalOcean allows 64 KiB. */
 export const USER_DATA_LIMIT_BYTES = 32 * 1024;
@@ -17,6 +18,10 @@ export const BOX_PATHS = {
   boxEnv: "/etc/agentbox/box.env",
   tailscaleKey: "/run/agentbox/tailscale-authkey",
   unit: "/etc/systemd/user/claude-agent.service",
+  firewall: "/etc/agentbox/firewall.nft",
+  firewallUnit: "/etc/systemd/system/agentbox-firewall.service",
+  upgrades: "/etc/apt/apt.conf.d/52agentbox-unattended-upgrades",
+  needrestart: "/etc/needrestart/conf.d/50-agentbox.conf",
   sshd: "/etc/ssh/sshd_config.d/01-agentbox.conf",
   status: "/var/lib/agentbox/status",
   provisionLog: "/var/log/agentbox/provision.log",
@@ -27,7 +32,13 @@ export const TMUX_SESSION = "claude";
 
 export interface BoxSpec {
   user: string;
+  /** Passwordless sudo for the agent user itself. */
   sudo: boolean;
+  /** A second login with the same keys and sudo, for when the agent has none. */
+  adminUser?: string;
+  /** CIDRs that may reach SSH on the public address (the host firewall's only public opening). */
+  allowSshFrom: readonly string[];
+  unattendedUpgrades: boolean;
   sshPublicKeys: readonly string[];
   arch: "x86_64" | "arm64";
   claudeCode: { version: string; installMethod: "npm" | "download" };
@@ -68,7 +79,7 @@ const claudePlatform = (arch: BoxSpec["arch"]) => (arch === "arm64" ? "linux-arm
 
 /** Packages the box needs beyond the image; curl and ca-certificates are on cloud images but cost nothing to name. */
 export function packagesFor(spec: BoxSpec): string[] {
-  const base = ["tmux", "git", "mosh", "curl", "ca-certificates"];
+  const base = ["tmux", "git", "mosh", "curl", "ca-certificates", "nftables"];
   // npm fetches Claude Code's platform package (the binary itself does not need Node). Only nodejs is installed:
   // the provision script gets npm through corepack, far cheaper than Debian's npm package (see provision.sh).
   return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs"] : [...base, "python3"];
@@ -93,6 +104,7 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     TAILSCALE_HOSTNAME: spec.tailscale?.hostname,
     TAILSCALE_TAGS: spec.tailscale?.tags.length ? spec.tailscale.tags.join(",") : undefined,
     TAILSCALE_SSH: spec.tailscale ? (spec.tailscale.ssh ? "1" : "0") : undefined,
+    UNATTENDED_UPGRADES: spec.unattendedUpgrades ? "1" : "0",
   });
 
   const agentEnv = envFile({
@@ -116,6 +128,18 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: `${lib}/tmux.conf`, content: boxFile("tmux.conf"), permissions: "0644" },
     { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
+    {
+      path: BOX_PATHS.firewall,
+      content: renderFirewall({ denyMetadataTo: [spec.user], allowSshFrom: spec.allowSshFrom }),
+      permissions: "0644",
+    },
+    { path: BOX_PATHS.firewallUnit, content: boxFile("agentbox-firewall.service"), permissions: "0644" },
+    ...(spec.unattendedUpgrades
+      ? [
+          { path: BOX_PATHS.upgrades, content: boxFile("unattended-upgrades.conf"), permissions: "0644" },
+          { path: BOX_PATHS.needrestart, content: boxFile("needrestart.conf"), permissions: "0644" },
+        ]
+      : []),
     { path: BOX_PATHS.boxEnv, content: boxEnv, permissions: "0644" },
     ...(spec.tailscale
       ? [
@@ -154,6 +178,18 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
         ...(spec.sudo ? { sudo: "ALL=(ALL) NOPASSWD:ALL" } : {}),
         ssh_authorized_keys: [...spec.sshPublicKeys],
       },
+      ...(spec.adminUser
+        ? [
+            {
+              name: spec.adminUser,
+              gecos: "agentbox admin",
+              shell: "/bin/bash",
+              lock_passwd: true,
+              sudo: "ALL=(ALL) NOPASSWD:ALL",
+              ssh_authorized_keys: [...spec.sshPublicKeys],
+            },
+          ]
+        : []),
     ],
     disable_root: true,
     ssh_pwauth: false,

@@ -7,6 +7,9 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: { agentAuth?: string;
   return {
     user: config.user,
     sudo: config.sudo,
+    ...(config.adminUser ? { adminUser: config.adminUser } : {}),
+    allowSshFrom: config.allowSshFrom,
+    unattendedUpgrades: config.unattendedUpgrades,
     sshPublicKeys: config.sshPublicKeys,
     arch: config.serverType.arch,
     claudeCode: config.claudeCode,

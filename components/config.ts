@@ -31,7 +31,11 @@ export interface AgentBoxConfig {
   image: string;
   sshPublicKeys: string[];
   user: string;
+  /** Passwordless sudo for the agent user itself. */
   sudo: boolean;
+  /** When the agent has no sudo: a second login, with the same keys, that has it. */
+  adminUser?: string;
+  unattendedUpgrades: boolean;
   allowSshFrom: string[];
   tailscale: { enabled: boolean; hostname: string; tags: string[]; ssh: boolean };
   claudeCode: { version: string; installMethod: ClaudeInstallMethod };
@@ -61,6 +65,8 @@ export const CONFIG_KEYS = [
   "sshPublicKeys",
   "user",
   "sudo",
+  "adminUser",
+  "unattendedUpgrades",
   "allowSshFrom",
   "tailscale",
   "tailscaleHostname",
@@ -246,6 +252,11 @@ function branchProblem(b: string): boolean {
   );
 }
 
+/** The default admin login beside an agent user without sudo: `<user>-admin`, cut to a valid length. */
+export function adminLoginFor(user: string): string {
+  return `${user.slice(0, 26)}-admin`;
+}
+
 /** The default Tailscale hostname: `<project>-<stack>` folded into one DNS label. */
 export function defaultHostname(project: string, stack: string): string {
   const label = `${project}-${stack}`
@@ -265,6 +276,21 @@ function schemaFor(project: string, stack: string) {
       .refine((v) => v === undefined || TOKEN.test(v), {
         error: `${k(key)}: the value (hidden) has spaces, quotes, newlines or other characters no ${how} has, or is too short. Fix: copy it again and run pulumi config set --secret ${k(key)} (it prompts for the value, which keeps it out of your shell history)`,
       });
+
+  const login = (key: ConfigKey, example: string) =>
+    z.string().superRefine((v, ctx) => {
+      if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(v)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `${k(key)}: ${show(v)} is not a valid Linux login (lower-case letters, digits, "_" and "-", starting with a letter or "_", at most 32). Fix: ${set(key, example)}`,
+        });
+      } else if (RESERVED_USERS.has(v)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `${k(key)}: ${show(v)} already exists on the image or belongs to a system service. Fix: ${set(key, example)}`,
+        });
+      }
+    });
 
   return z
     .object({
@@ -325,24 +351,10 @@ function schemaFor(project: string, stack: string) {
           })
           .transform((keys) => keys.map((key) => key.trim())),
       ),
-      user: z
-        .string()
-        .optional()
-        .transform((v) => v ?? "agent")
-        .superRefine((v, ctx) => {
-          if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(v)) {
-            ctx.addIssue({
-              code: "custom",
-              message: `${k("user")}: ${show(v)} is not a valid Linux login (lower-case letters, digits, "_" and "-", starting with a letter or "_", at most 32). Fix: ${set("user", "agent")}`,
-            });
-          } else if (RESERVED_USERS.has(v)) {
-            ctx.addIssue({
-              code: "custom",
-              message: `${k("user")}: ${show(v)} already exists on the image or belongs to a system service. Fix: ${set("user", "agent")}`,
-            });
-          }
-        }),
-      sudo: boolKey("sudo", true),
+      user: login("user", "agent").default("agent"),
+      adminUser: login("adminUser", "agent-admin").optional(),
+      sudo: boolKey("sudo", false),
+      unattendedUpgrades: boolKey("unattendedUpgrades", true),
       allowSshFrom: listOf("allowSshFrom", "203.0.113.7/32").pipe(
         z.array(z.string()).superRefine((cidrs, ctx) => {
           cidrs.forEach((c, i) => {
@@ -422,6 +434,20 @@ function schemaFor(project: string, stack: string) {
           code: "custom",
           path: ["anthropicApiKey"],
           message: `${k("anthropicApiKey")}: both it and ${k("claudeOauthToken")} are set; Claude Code would bill the API key and ignore your subscription. Fix: pulumi config rm ${k("anthropicApiKey")} (or rm ${k("claudeOauthToken")})`,
+        });
+      }
+      if (c.sudo && c.adminUser !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["adminUser"],
+          message: `${k("adminUser")}: set while ${k("sudo")} is true; the admin login exists only to keep root away from the agent. Fix: pulumi config rm ${k("adminUser")}, or ${set("sudo", "false")}`,
+        });
+      }
+      if (c.adminUser !== undefined && c.adminUser === c.user) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["adminUser"],
+          message: `${k("adminUser")}: ${show(c.adminUser)} is also ${k("user")}; the admin login must be another user. Fix: ${set("adminUser", `${c.user}-admin`)}`,
         });
       }
       if (c.repoBranch !== undefined && c.repoUrl === undefined) {
@@ -622,6 +648,8 @@ export function parseConfig(given: RawConfig, ctx: { project: string; stack: str
     sshPublicKeys: c.sshPublicKeys,
     user: c.user,
     sudo: c.sudo,
+    adminUser: c.sudo ? undefined : (c.adminUser ?? adminLoginFor(c.user)),
+    unattendedUpgrades: c.unattendedUpgrades,
     allowSshFrom: c.allowSshFrom.map((x) => x.trim()),
     tailscale: {
       enabled: c.tailscale,

@@ -20,7 +20,10 @@ const FIXTURES = join(__dirname, "fixtures");
 
 const base: BoxSpec = {
   user: "agent",
-  sudo: true,
+  sudo: false,
+  adminUser: "agent-admin",
+  allowSshFrom: [],
+  unattendedUpgrades: true,
   sshPublicKeys: [SSH_KEY],
   arch: "x86_64",
   claudeCode: { version: "2.1.332", installMethod: "npm" },
@@ -31,7 +34,15 @@ const base: BoxSpec = {
 /** Configs whose rendered documents the external validators must accept. */
 const variants: Record<string, BoxSpec> = {
   default: base,
-  "no tailscale, no auth, no sudo": { ...base, tailscale: undefined, auth: undefined, sudo: false },
+  "no tailscale, no auth, agent with sudo, SSH from two networks, no upgrades": {
+    ...base,
+    tailscale: undefined,
+    auth: undefined,
+    sudo: true,
+    adminUser: undefined,
+    allowSshFrom: ["198.51.100.0/24", "2001:db8::/32"],
+    unattendedUpgrades: false,
+  },
   "arm64, download install, repo, Tailscale SSH, api key": {
     ...base,
     arch: "arm64",
@@ -47,8 +58,22 @@ const doc = (spec: BoxSpec) => buildCloudConfig(spec) as { write_files: WriteFil
 const file = (spec: BoxSpec, path: string) => doc(spec).write_files.find((f) => f.path === path);
 
 describe("the document", () => {
-  test("creates the user with the keys, passwordless sudo, and no password", () => {
+  test("creates the agent without sudo and an admin login with it, both with the keys and no password", () => {
     expect(doc(base).users).toEqual([
+      { name: "agent", gecos: "agentbox agent", shell: "/bin/bash", lock_passwd: true, ssh_authorized_keys: [SSH_KEY] },
+      {
+        name: "agent-admin",
+        gecos: "agentbox admin",
+        shell: "/bin/bash",
+        lock_passwd: true,
+        sudo: "ALL=(ALL) NOPASSWD:ALL",
+        ssh_authorized_keys: [SSH_KEY],
+      },
+    ]);
+  });
+
+  test("with sudo for the agent there is no admin login", () => {
+    expect(doc({ ...base, sudo: true, adminUser: undefined }).users).toEqual([
       {
         name: "agent",
         gecos: "agentbox agent",
@@ -58,7 +83,6 @@ describe("the document", () => {
         ssh_authorized_keys: [SSH_KEY],
       },
     ]);
-    expect((doc({ ...base, sudo: false }).users as object[])[0]).not.toHaveProperty("sudo");
   });
 
   test("turns off SSH passwords and root login, by cloud-init and by an sshd drop-in", () => {
@@ -72,13 +96,14 @@ describe("the document", () => {
 
   test("installs the agent's tools and updates lists without upgrading on the way to a running agent", () => {
     expect(doc(base)).toMatchObject({ package_update: true, package_upgrade: false });
-    expect(packagesFor(base)).toEqual(["tmux", "git", "mosh", "curl", "ca-certificates", "nodejs"]);
+    expect(packagesFor(base)).toEqual(["tmux", "git", "mosh", "curl", "ca-certificates", "nftables", "nodejs"]);
     expect(packagesFor(variants["arm64, download install, repo, Tailscale SSH, api key"]!)).toEqual([
       "tmux",
       "git",
       "mosh",
       "curl",
       "ca-certificates",
+      "nftables",
       "python3",
     ]);
   });
@@ -92,6 +117,9 @@ describe("the document", () => {
       "tmux.conf": `${BOX_PATHS.lib}/tmux.conf`,
       "claude-agent.service": BOX_PATHS.unit,
       "sshd.conf": BOX_PATHS.sshd,
+      "agentbox-firewall.service": BOX_PATHS.firewallUnit,
+      "unattended-upgrades.conf": BOX_PATHS.upgrades,
+      "needrestart.conf": BOX_PATHS.needrestart,
     };
     expect(Object.keys(placed).sort()).toEqual(readdirSync(FILES).sort());
     for (const [name, path] of Object.entries(placed)) {
@@ -112,6 +140,10 @@ describe("the document", () => {
       "/usr/local/lib/agentbox/tmux.conf - 0644 false",
       "/etc/systemd/user/claude-agent.service - 0644 false",
       "/etc/ssh/sshd_config.d/01-agentbox.conf - 0644 false",
+      "/etc/agentbox/firewall.nft - 0644 false",
+      "/etc/systemd/system/agentbox-firewall.service - 0644 false",
+      "/etc/apt/apt.conf.d/52agentbox-unattended-upgrades - 0644 false",
+      "/etc/needrestart/conf.d/50-agentbox.conf - 0644 false",
       "/etc/agentbox/box.env - 0644 false",
       "/run/agentbox/tailscale-authkey root:root 0600 false",
       "/home/agent/.config/agentbox/agent.env agent:agent 0600 true",
@@ -133,6 +165,7 @@ describe("the document", () => {
         "TAILSCALE_HOSTNAME=agentbox-dev",
         "TAILSCALE_TAGS=tag:agentbox",
         "TAILSCALE_SSH=0",
+        "UNATTENDED_UPGRADES=1",
         "",
       ].join("\n"),
     );

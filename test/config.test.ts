@@ -301,7 +301,7 @@ const BAD: Bad[] = [
   {
     name: "sudo: yes",
     raw: { ...ok, sudo: "yes" },
-    problems: ['agentbox:sudo: "yes" is not true or false. Fix: pulumi config set agentbox:sudo true'],
+    problems: ['agentbox:sudo: "yes" is not true or false. Fix: pulumi config set agentbox:sudo false'],
   },
 
   // allowSshFrom
@@ -411,6 +411,36 @@ const BAD: Bad[] = [
     raw: { ...ok, tailscale: "false" },
     problems: [
       "agentbox:allowSshFrom: empty while agentbox:tailscale is false, so nothing could ever reach the box. Fix: pulumi config set --path 'agentbox:allowSshFrom[0]' <your address>/32, or pulumi config set agentbox:tailscale true",
+    ],
+  },
+
+  // the admin login
+  {
+    name: "adminUser: with sudo on",
+    raw: { ...ok, sudo: "true", adminUser: "ops" },
+    problems: [
+      "agentbox:adminUser: set while agentbox:sudo is true; the admin login exists only to keep root away from the agent. Fix: pulumi config rm agentbox:adminUser, or pulumi config set agentbox:sudo false",
+    ],
+  },
+  {
+    name: "adminUser: the agent's own login",
+    raw: { ...ok, adminUser: "agent" },
+    problems: [
+      'agentbox:adminUser: "agent" is also agentbox:user; the admin login must be another user. Fix: pulumi config set agentbox:adminUser agent-admin',
+    ],
+  },
+  {
+    name: "adminUser: root",
+    raw: { ...ok, adminUser: "root" },
+    problems: [
+      'agentbox:adminUser: "root" already exists on the image or belongs to a system service. Fix: pulumi config set agentbox:adminUser agent-admin',
+    ],
+  },
+  {
+    name: "unattendedUpgrades: not a boolean",
+    raw: { ...ok, unattendedUpgrades: "weekly" },
+    problems: [
+      'agentbox:unattendedUpgrades: "weekly" is not true or false. Fix: pulumi config set agentbox:unattendedUpgrades true',
     ],
   },
 
@@ -597,7 +627,7 @@ describe("parseConfig refuses bad configuration", () => {
     expect(err.message).toBe(
       "agentbox: the stack configuration has 2 problems:\n" +
         '  - agentbox:cloud: "aws" is not a supported cloud. Fix: pulumi config set agentbox:cloud hetzner (or digitalocean)\n' +
-        '  - agentbox:sudo: "yes" is not true or false. Fix: pulumi config set agentbox:sudo true',
+        '  - agentbox:sudo: "yes" is not true or false. Fix: pulumi config set agentbox:sudo false',
     );
   });
 
@@ -639,7 +669,9 @@ describe("parseConfig accepts good configuration", () => {
       image: "debian-13",
       sshPublicKeys: [KEY],
       user: "agent",
-      sudo: true,
+      sudo: false,
+      adminUser: "agent-admin",
+      unattendedUpgrades: true,
       allowSshFrom: [],
       tailscale: { enabled: true, hostname: "agentbox-dev", tags: ["tag:agentbox"], ssh: false },
       claudeCode: { version: DEFAULT_CLAUDE_CODE_VERSION, installMethod: "npm" },
@@ -745,7 +777,21 @@ describe("parseConfig accepts good configuration", () => {
   });
 
   test.each([
-    { name: "user, sudo off", raw: { user: "dev_1", sudo: "false" }, pick: { user: "dev_1", sudo: false } },
+    {
+      name: "user, sudo off",
+      raw: { user: "dev_1", sudo: "false" },
+      pick: { user: "dev_1", sudo: false, adminUser: "dev_1-admin" },
+    },
+    {
+      name: "sudo on: no admin login",
+      raw: { sudo: "true" },
+      pick: { sudo: true, adminUser: undefined },
+    },
+    {
+      name: "an admin login of one's own, no unattended upgrades",
+      raw: { adminUser: "ops", unattendedUpgrades: "false" },
+      pick: { adminUser: "ops", unattendedUpgrades: false },
+    },
     {
       name: "Claude Code pinned and downloaded",
       raw: { claudeCodeVersion: "2.0.14", claudeInstallMethod: "download" },

@@ -122,6 +122,17 @@ clone_repo() {
     git "${args[@]}" -- "$REPO_URL" "$WORKSPACE" || fail "git clone failed (a private repository needs a deploy key on the box)"
 }
 
+start_firewall() {
+  # enabled for every later boot, where it loads before the network comes up
+  systemctl enable --now agentbox-firewall.service || fail "the host firewall did not load (nft -f /etc/agentbox/firewall.nft)"
+}
+
+enable_upgrades() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unattended-upgrades >/dev/null ||
+    fail "apt could not install unattended-upgrades" || return 1
+  systemctl enable --now apt-daily.timer apt-daily-upgrade.timer || fail "the apt timers did not start"
+}
+
 start_agent() {
   local wants=$AGENT_HOME/.config/systemd/user/default.target.wants
   # What `systemctl --user enable` does, done as files: cloud-init runs as root with no login session, where
@@ -181,8 +192,10 @@ tailscale_step() {
 
 : >"$STATUS"
 status_set result provisioning
-mandatory_ok=1 optional_ok=1
+mandatory_ok=1 optional_ok=1 firewall_ok=1
 step home prepare_home || mandatory_ok=0
+# A firewall that did not load fails the box (result=failed) without stopping the agent: the cloud firewall remains.
+step firewall start_firewall || firewall_ok=0
 step claude install_claude || mandatory_ok=0
 if [ -n "${REPO_URL:-}" ]; then step repo clone_repo || optional_ok=0; fi
 if [ $mandatory_ok = 1 ]; then
@@ -192,8 +205,10 @@ else
 fi
 # Tailscale even when the agent failed: it is how the user gets in to look.
 if [ "${TAILSCALE:-0}" = 1 ]; then step tailscale tailscale_step || optional_ok=0; fi
+# Security updates: installed once the agent runs, so they are never on the way to a working box.
+if [ "${UNATTENDED_UPGRADES:-0}" = 1 ]; then step updates enable_upgrades || optional_ok=0; fi
 
-if [ $mandatory_ok = 0 ]; then
+if [ $mandatory_ok = 0 ] || [ $firewall_ok = 0 ]; then
   status_set result failed
 elif [ $optional_ok = 0 ]; then
   status_set result degraded

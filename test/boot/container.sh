@@ -16,7 +16,8 @@ box_prepare() { # box_prepare RUN_DIR NAME ROOTFS USER_DATA
   m=$dir/merged
 
   mkdir -p "$m/var/lib/cloud/seed/nocloud"
-  cp "$user_data" "$m/var/lib/cloud/seed/nocloud/user-data"
+  # as secret as cloud-init keeps its own copy (a cloud serves it from the metadata service, not a file)
+  install -m 0600 "$user_data" "$m/var/lib/cloud/seed/nocloud/user-data"
   printf 'instance-id: %s\nlocal-hostname: %s\n' "$name" "$name" >"$m/var/lib/cloud/seed/nocloud/meta-data"
 
   # harness-only, per run because the proxy's address is: apt and every service use the proxy
@@ -38,14 +39,17 @@ box_boot() {
   (
     for h in systemd unified; do echo "$BASHPID" >"/sys/fs/cgroup/$h/$name/cgroup.procs"; done
     # systemd 256 deprecated cgroup v1 (258 removes it), which nspawn would give the box on
-    # this cgroup v1 host: give it the unified hierarchy alone (it copes without controllers)
+    # this cgroup v1 host: give it the unified hierarchy alone (it copes without controllers).
+    # CAP_NET_ADMIN: the box loads its own firewall, as on a VM; it only ever sees the box's own namespace.
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --quiet -b -D "$dir/merged" -M "$name" \
-      --network-namespace-path="/run/netns/$name" --resolv-conf=off --timezone=off \
+      --network-namespace-path="/run/netns/$name" --capability=CAP_NET_ADMIN \
+      --resolv-conf=off --timezone=off \
       --link-journal=no --console=read-only --register=no --keep-unit
   ) </dev/null >"$console" 2>&1 &
   pid=$!
   state_set "$dir" NSPAWN_PID "$pid"
-  for _ in $(seq 100); do
+  # up to 30 s: on a busy machine nspawn takes a while to start the box's pid 1
+  for _ in $(seq 300); do
     LEADER=$(ps -o pid=,comm= --ppid "$pid" | awk '$2 == "systemd" { print $1; exit }')
     [ -n "$LEADER" ] && break
     sleep 0.1
@@ -101,7 +105,7 @@ box_poweroff() { # box_poweroff RUN_DIR
   pid=$(state_get "$dir" NSPAWN_PID)
   leader=$(state_get "$dir" LEADER)
   # = systemctl poweroff, sent only to the box's pid 1 (a child of our nspawn)
-  if [ "$(ps -o ppid= -p "$leader" | tr -d ' ')" = "$pid" ]; then kill -RTMIN+4 "$leader" || true; fi
+  if [ -n "$leader" ] && [ "$(ps -o ppid= -p "$leader" | tr -d ' ')" = "$pid" ]; then kill -RTMIN+4 "$leader" || true; fi
   for _ in $(seq 600); do
     [ -e "/proc/$pid" ] || return 0
     sleep 0.1
@@ -118,8 +122,18 @@ box_poweroff() { # box_poweroff RUN_DIR
 box_teardown() { # box_teardown RUN_DIR
   local dir=$1 cg h
   box_poweroff "$dir"
-  if mountpoint -q "$dir/merged"; then umount "$dir/merged"; fi
   cg=$(state_get "$dir" CGROUP)
+  # A killed nspawn can leave the box's processes behind; all of them are in the run's own cgroup.
+  if [ -n "$cg" ] && [ -e "/sys/fs/cgroup/unified/$cg/cgroup.kill" ] &&
+    [ -n "$(find "/sys/fs/cgroup/unified/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ]; then
+    log "killing what is left in the run's cgroup $cg"
+    echo 1 >"/sys/fs/cgroup/unified/$cg/cgroup.kill"
+    for _ in $(seq 50); do
+      [ -z "$(find "/sys/fs/cgroup/unified/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  fi
+  if mountpoint -q "$dir/merged"; then umount "$dir/merged"; fi
   if [ -n "$cg" ]; then
     for h in systemd unified; do
       if [ -d "/sys/fs/cgroup/$h/$cg" ]; then

@@ -1,0 +1,56 @@
+/**
+ * The box's own firewall, as an nftables ruleset. It holds when the cloud firewall is detached or misconfigured:
+ * nothing on a public interface accepts a connection unless `allowSshFrom` lets SSH in, and the agent's user
+ * cannot reach the cloud's metadata service (which serves the user-data to anyone on the box who asks).
+ *
+ * Written by hand because it is data, not code: nftables' own syntax is the clearest statement of the rules, and
+ * every value placed in it (user names, CIDRs) is validated before it gets here.
+ */
+
+/** The metadata service of Hetzner and DigitalOcean (169.254.169.254), and the IPv6 form some clouds use. */
+export const METADATA_ADDRESSES = { ipv4: "169.254.169.254", ipv6: "fd00:ec2::254" } as const;
+
+export interface FirewallSpec {
+  /** Logins refused the metadata service. */
+  denyMetadataTo: readonly string[];
+  /** CIDRs allowed to reach SSH (TCP 22) on any interface. */
+  allowSshFrom: readonly string[];
+}
+
+export function renderFirewall(spec: FirewallSpec): string {
+  const v4 = spec.allowSshFrom.filter((c) => !c.includes(":"));
+  const v6 = spec.allowSshFrom.filter((c) => c.includes(":"));
+  const ssh = [
+    ...(v4.length ? [`    ip saddr { ${v4.join(", ")} } tcp dport 22 accept comment "agentbox:allowSshFrom"`] : []),
+    ...(v6.length ? [`    ip6 saddr { ${v6.join(", ")} } tcp dport 22 accept comment "agentbox:allowSshFrom"`] : []),
+  ];
+  const metadata = spec.denyMetadataTo.flatMap((user) => [
+    `    meta skuid "${user}" ip daddr ${METADATA_ADDRESSES.ipv4} reject comment "metadata: no user-data for the agent"`,
+    `    meta skuid "${user}" ip6 daddr ${METADATA_ADDRESSES.ipv6} reject comment "metadata: no user-data for the agent"`,
+  ]);
+  return [
+    "#!/usr/sbin/nft -f",
+    "# agentbox host firewall; loaded by agentbox-firewall.service. Only this table is touched: tailscaled and",
+    "# others keep their own tables.",
+    "table inet agentbox",
+    "delete table inet agentbox",
+    "table inet agentbox {",
+    "  chain input {",
+    "    type filter hook input priority filter; policy drop;",
+    "    iif lo accept",
+    "    ct state established,related accept",
+    "    ct state invalid drop",
+    '    iifname "tailscale0" accept comment "the tailnet: SSH, mosh and anything else, as the tailnet policy allows"',
+    '    meta l4proto { icmp, ipv6-icmp } accept comment "ping, path MTU, IPv6 neighbour discovery"',
+    '    udp sport 67 udp dport 68 accept comment "DHCPv4 replies"',
+    '    udp sport 547 udp dport 546 accept comment "DHCPv6 replies"',
+    ...ssh,
+    "  }",
+    "  chain output {",
+    "    type filter hook output priority filter; policy accept;",
+    ...metadata,
+    "  }",
+    "}",
+    "",
+  ].join("\n");
+}
