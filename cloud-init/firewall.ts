@@ -15,7 +15,23 @@ export interface FirewallSpec {
   denyMetadataTo: readonly string[];
   /** CIDRs allowed to reach SSH (TCP 22) on any interface. */
   allowSshFrom: readonly string[];
+  /**
+   * Logins that may reach only the addresses in the egress sets (and DNS). The sets are filled by
+   * agentbox-egress.service from host names; nothing else may leave the box under these users' uids.
+   */
+  egressAllowlistFor?: readonly string[];
 }
+
+/** Hosts Claude Code needs (Anthropic's documentation); the registries and the git host are added on the box. */
+export const CLAUDE_EGRESS_HOSTS = [
+  "api.anthropic.com",
+  "claude.ai",
+  "claude.com",
+  "platform.claude.com",
+  "downloads.claude.ai",
+  "mcp-proxy.anthropic.com",
+  "raw.githubusercontent.com",
+] as const;
 
 export function renderFirewall(spec: FirewallSpec): string {
   const v4 = spec.allowSshFrom.filter((c) => !c.includes(":"));
@@ -28,6 +44,20 @@ export function renderFirewall(spec: FirewallSpec): string {
     `    meta skuid "${user}" ip daddr ${METADATA_ADDRESSES.ipv4} reject comment "metadata: no user-data for the agent"`,
     `    meta skuid "${user}" ip6 daddr ${METADATA_ADDRESSES.ipv6} reject comment "metadata: no user-data for the agent"`,
   ]);
+  const restricted = spec.egressAllowlistFor ?? [];
+  const egress = restricted.flatMap((user) => [
+    `    meta skuid "${user}" oif lo accept`,
+    `    meta skuid "${user}" meta l4proto { tcp, udp } th dport 53 accept comment "DNS"`,
+    `    meta skuid "${user}" ip daddr @egress4 accept`,
+    `    meta skuid "${user}" ip6 daddr @egress6 accept`,
+    `    meta skuid "${user}" reject comment "egress allow-list: not an allowed host"`,
+  ]);
+  const sets = restricted.length
+    ? [
+        '  set egress4 { type ipv4_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
+        '  set egress6 { type ipv6_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
+      ]
+    : [];
   return [
     "#!/usr/sbin/nft -f",
     "# agentbox host firewall; loaded by agentbox-firewall.service. Only this table is touched: tailscaled and",
@@ -35,6 +65,7 @@ export function renderFirewall(spec: FirewallSpec): string {
     "table inet agentbox",
     "delete table inet agentbox",
     "table inet agentbox {",
+    ...sets,
     "  chain input {",
     "    type filter hook input priority filter; policy drop;",
     "    iif lo accept",
@@ -49,6 +80,7 @@ export function renderFirewall(spec: FirewallSpec): string {
     "  chain output {",
     "    type filter hook output priority filter; policy accept;",
     ...metadata,
+    ...egress,
     "  }",
     "}",
     "",

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { renderFirewall } from "./firewall";
+import { CLAUDE_EGRESS_HOSTS, renderFirewall } from "./firewall";
 
 /** Hetzner refuses larger user-data; DigitalOcean allows 64 KiB. */
 export const USER_DATA_LIMIT_BYTES = 32 * 1024;
@@ -22,6 +22,9 @@ export const BOX_PATHS = {
   firewallUnit: "/etc/systemd/system/agentbox-firewall.service",
   upgrades: "/etc/apt/apt.conf.d/52agentbox-unattended-upgrades",
   needrestart: "/etc/needrestart/conf.d/50-agentbox.conf",
+  egressHosts: "/etc/agentbox/egress-hosts",
+  egressService: "/etc/systemd/system/agentbox-egress.service",
+  egressTimer: "/etc/systemd/system/agentbox-egress.timer",
   sshd: "/etc/ssh/sshd_config.d/01-agentbox.conf",
   status: "/var/lib/agentbox/status",
   provisionLog: "/var/log/agentbox/provision.log",
@@ -39,6 +42,8 @@ export interface BoxSpec {
   /** CIDRs that may reach SSH on the public address (the host firewall's only public opening). */
   allowSshFrom: readonly string[];
   unattendedUpgrades: boolean;
+  /** With an allow-list, the agent's user reaches only these hosts, Claude Code's own, the registries and the git host. */
+  egressAllowlist?: { extraHosts: readonly string[] };
   sshPublicKeys: readonly string[];
   arch: "x86_64" | "arm64";
   claudeCode: { version: string; installMethod: "npm" | "download" };
@@ -105,6 +110,7 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     TAILSCALE_TAGS: spec.tailscale?.tags.length ? spec.tailscale.tags.join(",") : undefined,
     TAILSCALE_SSH: spec.tailscale ? (spec.tailscale.ssh ? "1" : "0") : undefined,
     UNATTENDED_UPGRADES: spec.unattendedUpgrades ? "1" : "0",
+    EGRESS: spec.egressAllowlist ? "allowlist" : "open",
   });
 
   const agentEnv = envFile({
@@ -130,10 +136,29 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
     {
       path: BOX_PATHS.firewall,
-      content: renderFirewall({ denyMetadataTo: [spec.user], allowSshFrom: spec.allowSshFrom }),
+      content: renderFirewall({
+        denyMetadataTo: [spec.user],
+        allowSshFrom: spec.allowSshFrom,
+        ...(spec.egressAllowlist ? { egressAllowlistFor: [spec.user] } : {}),
+      }),
       permissions: "0644",
     },
     { path: BOX_PATHS.firewallUnit, content: boxFile("agentbox-firewall.service"), permissions: "0644" },
+    ...(spec.egressAllowlist
+      ? [
+          {
+            path: BOX_PATHS.egressHosts,
+            content: `# agentbox egress allow-list (the registries and the git host are added on the box)\n${[
+              ...CLAUDE_EGRESS_HOSTS,
+              ...spec.egressAllowlist.extraHosts,
+            ].join("\n")}\n`,
+            permissions: "0644",
+          },
+          { path: `${lib}/egress-refresh`, content: boxFile("egress-refresh.sh"), permissions: "0755" },
+          { path: BOX_PATHS.egressService, content: boxFile("agentbox-egress.service"), permissions: "0644" },
+          { path: BOX_PATHS.egressTimer, content: boxFile("agentbox-egress.timer"), permissions: "0644" },
+        ]
+      : []),
     ...(spec.unattendedUpgrades
       ? [
           { path: BOX_PATHS.upgrades, content: boxFile("unattended-upgrades.conf"), permissions: "0644" },

@@ -10,6 +10,7 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: { agentAuth?: string;
     ...(config.adminUser ? { adminUser: config.adminUser } : {}),
     allowSshFrom: config.allowSshFrom,
     unattendedUpgrades: config.unattendedUpgrades,
+    ...(config.egress.mode === "allowlist" ? { egressAllowlist: { extraHosts: config.egress.extraHosts } } : {}),
     sshPublicKeys: config.sshPublicKeys,
     arch: config.serverType.arch,
     claudeCode: config.claudeCode,

@@ -36,6 +36,8 @@ export interface AgentBoxConfig {
   /** When the agent has no sudo: a second login, with the same keys, that has it. */
   adminUser?: string;
   unattendedUpgrades: boolean;
+  /** `allowlist`: the agent's user may reach only the hosts it needs (see cloud-init/firewall.ts). */
+  egress: { mode: "open" | "allowlist"; extraHosts: string[] };
   allowSshFrom: string[];
   tailscale: { enabled: boolean; hostname: string; tags: string[]; ssh: boolean };
   claudeCode: { version: string; installMethod: ClaudeInstallMethod };
@@ -67,6 +69,8 @@ export const CONFIG_KEYS = [
   "sudo",
   "adminUser",
   "unattendedUpgrades",
+  "egress",
+  "egressAllowHosts",
   "allowSshFrom",
   "tailscale",
   "tailscaleHostname",
@@ -229,6 +233,7 @@ const listOf = (key: ConfigKey, example: string) =>
   );
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const TAG = /^tag:[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
 // Claude Code tokens and Anthropic API keys are URL-safe base64-ish text; anything else is a paste accident.
@@ -355,6 +360,23 @@ function schemaFor(project: string, stack: string) {
       adminUser: login("adminUser", "agent-admin").optional(),
       sudo: boolKey("sudo", false),
       unattendedUpgrades: boolKey("unattendedUpgrades", true),
+      egress: z
+        .enum(["open", "allowlist"], {
+          error: (i) =>
+            `${k("egress")}: ${show(String(i.input))} is not an egress mode. Fix: ${set("egress", "allowlist")} (the agent reaches only its API, the package registries and your git host) or open`,
+        })
+        .default("open"),
+      egressAllowHosts: listOf("egressAllowHosts", "pypi.org").pipe(
+        z.array(z.string()).superRefine((hosts, ctx) => {
+          hosts.forEach((h, i) => {
+            if (!HOSTNAME.test(h.trim()))
+              ctx.addIssue({
+                code: "custom",
+                message: `${k("egressAllowHosts")}[${i}]: ${show(h)} is not a host name (letters, digits, "-" and ".", no scheme, port or path). Fix: pulumi config set --path '${k("egressAllowHosts")}[${i}]' pypi.org`,
+              });
+          });
+        }),
+      ),
       allowSshFrom: listOf("allowSshFrom", "203.0.113.7/32").pipe(
         z.array(z.string()).superRefine((cidrs, ctx) => {
           cidrs.forEach((c, i) => {
@@ -448,6 +470,13 @@ function schemaFor(project: string, stack: string) {
           code: "custom",
           path: ["adminUser"],
           message: `${k("adminUser")}: ${show(c.adminUser)} is also ${k("user")}; the admin login must be another user. Fix: ${set("adminUser", `${c.user}-admin`)}`,
+        });
+      }
+      if (c.egress !== "allowlist" && c.egressAllowHosts.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["egressAllowHosts"],
+          message: `${k("egressAllowHosts")}: set while ${k("egress")} is open, where every host is reachable anyway. Fix: ${set("egress", "allowlist")}, or pulumi config rm ${k("egressAllowHosts")}`,
         });
       }
       if (c.repoBranch !== undefined && c.repoUrl === undefined) {
@@ -650,6 +679,7 @@ export function parseConfig(given: RawConfig, ctx: { project: string; stack: str
     sudo: c.sudo,
     adminUser: c.sudo ? undefined : (c.adminUser ?? adminLoginFor(c.user)),
     unattendedUpgrades: c.unattendedUpgrades,
+    egress: { mode: c.egress, extraHosts: c.egressAllowHosts.map((h) => h.trim().toLowerCase()) },
     allowSshFrom: c.allowSshFrom.map((x) => x.trim()),
     tailscale: {
       enabled: c.tailscale,

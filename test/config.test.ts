@@ -444,6 +444,29 @@ const BAD: Bad[] = [
     ],
   },
 
+  // egress
+  {
+    name: "egress: unknown mode",
+    raw: { ...ok, egress: "closed" },
+    problems: [
+      'agentbox:egress: "closed" is not an egress mode. Fix: pulumi config set agentbox:egress allowlist (the agent reaches only its API, the package registries and your git host) or open',
+    ],
+  },
+  {
+    name: "egressAllowHosts: a URL instead of a host",
+    raw: { ...ok, egress: "allowlist", egressAllowHosts: "https://pypi.org/simple" },
+    problems: [
+      `agentbox:egressAllowHosts[0]: "https://pypi.org/simple" is not a host name (letters, digits, "-" and ".", no scheme, port or path). Fix: pulumi config set --path 'agentbox:egressAllowHosts[0]' pypi.org`,
+    ],
+  },
+  {
+    name: "egressAllowHosts: without the allow-list",
+    raw: { ...ok, egressAllowHosts: "pypi.org" },
+    problems: [
+      "agentbox:egressAllowHosts: set while agentbox:egress is open, where every host is reachable anyway. Fix: pulumi config set agentbox:egress allowlist, or pulumi config rm agentbox:egressAllowHosts",
+    ],
+  },
+
   // Claude Code
   {
     name: "claudeCodeVersion: latest",
@@ -672,6 +695,7 @@ describe("parseConfig accepts good configuration", () => {
       sudo: false,
       adminUser: "agent-admin",
       unattendedUpgrades: true,
+      egress: { mode: "open", extraHosts: [] },
       allowSshFrom: [],
       tailscale: { enabled: true, hostname: "agentbox-dev", tags: ["tag:agentbox"], ssh: false },
       claudeCode: { version: DEFAULT_CLAUDE_CODE_VERSION, installMethod: "npm" },
@@ -781,6 +805,11 @@ describe("parseConfig accepts good configuration", () => {
       name: "user, sudo off",
       raw: { user: "dev_1", sudo: "false" },
       pick: { user: "dev_1", sudo: false, adminUser: "dev_1-admin" },
+    },
+    {
+      name: "egress allow-list with extra hosts",
+      raw: { egress: "allowlist", egressAllowHosts: "PyPI.org, files.pythonhosted.org" },
+      pick: { egress: { mode: "allowlist", extraHosts: ["pypi.org", "files.pythonhosted.org"] } },
     },
     {
       name: "sudo on: no admin login",

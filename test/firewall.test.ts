@@ -62,3 +62,23 @@ test("nft itself accepts the ruleset (checked in a throwaway network namespace, 
   expect(`${r.stdout}${r.stderr}`).toBe("");
   expect(r.status).toBe(0);
 });
+
+test("egress allow-list: the agent's user may reach DNS and the allowed sets only; nft accepts it", () => {
+  const text = renderFirewall({ denyMetadataTo: ["root"], allowSshFrom: [], egressAllowlistFor: ["root"] });
+  expect(text.split("\n").filter((l) => l.includes("egress"))).toEqual([
+    '  set egress4 { type ipv4_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
+    '  set egress6 { type ipv6_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
+    '    meta skuid "root" ip daddr @egress4 accept',
+    '    meta skuid "root" ip6 daddr @egress6 accept',
+    '    meta skuid "root" reject comment "egress allow-list: not an allowed host"',
+  ]);
+  // the metadata refusal comes first: an allowed set can never let the agent reach it
+  expect(text.indexOf("169.254.169.254")).toBeLessThan(text.indexOf("@egress4"));
+  const dir = mkdtempSync(join(tmpdir(), "agentbox-nft-"));
+  writeFileSync(join(dir, "firewall.nft"), text);
+  const r = spawnSync("unshare", ["--net", "nft", "--check", "--file", join(dir, "firewall.nft")], {
+    encoding: "utf8",
+  });
+  expect(`${r.stdout}${r.stderr}`).toBe("");
+  expect(r.status).toBe(0);
+});

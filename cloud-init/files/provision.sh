@@ -127,6 +127,15 @@ start_firewall() {
   systemctl enable --now agentbox-firewall.service || fail "the host firewall did not load (nft -f /etc/agentbox/firewall.nft)"
 }
 
+start_egress_allowlist() {
+  # npm's registry as this box's npm sees it: allowed for the agent (plugins, MCP servers fetched with npx)
+  npm_cli config get registry >/etc/agentbox/npm-registry 2>/dev/null || rm -f /etc/agentbox/npm-registry
+  if ! systemctl enable agentbox-egress.service agentbox-egress.timer ||
+    ! systemctl start agentbox-egress.service agentbox-egress.timer; then
+    fail "the egress allow-list did not load (journalctl -u agentbox-egress)"
+  fi
+}
+
 enable_upgrades() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unattended-upgrades >/dev/null ||
     fail "apt could not install unattended-upgrades" || return 1
@@ -197,6 +206,8 @@ step home prepare_home || mandatory_ok=0
 # A firewall that did not load fails the box (result=failed) without stopping the agent: the cloud firewall remains.
 step firewall start_firewall || firewall_ok=0
 step claude install_claude || mandatory_ok=0
+# Before the agent starts, so that it never runs unrestricted; a failure fails the box like the firewall's.
+if [ "${EGRESS:-open}" = allowlist ]; then step egress start_egress_allowlist || firewall_ok=0; fi
 if [ -n "${REPO_URL:-}" ]; then step repo clone_repo || optional_ok=0; fi
 if [ $mandatory_ok = 1 ]; then
   step agent start_agent || mandatory_ok=0

@@ -81,6 +81,7 @@ cmd_test() {
   check_claude_install
   check_sshd
   check_firewall
+  if grep -q '^ *EGRESS=allowlist$' "$ud"; then check_egress; fi
   check_agent_service
   active=$(unit_active_since) && t_agent=$(awk -v a="$T_BOOT" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
   check_restart_after_kill

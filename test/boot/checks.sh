@@ -100,7 +100,8 @@ check_network() {
 check_proxy_destinations() {
   local contacted unexpected
   contacted=$(sed -n 's/.*Established connection to host "\([^"]*\)".*/\1/p' "$RUN_DIR/proxy.log" | sort | uniq -c)
-  log "proxy connections by host: $(echo "$contacted" | awk '{ printf "%s=%s ", $2, $1 }')"
+  # counts only: registry host names stay out of the logs (proxy.log has them)
+  log "proxy connections: $(awk '{ n += $1 } END { printf "%d to %d allowed hosts", n, NR }' <<<"$contacted")"
   unexpected=$(awk '{ print $2 }' <<<"$contacted" | grep -vxF -f "$RUN_DIR/allowed-hosts" || true)
   if [ -z "$unexpected" ]; then
     ok "the proxy connected only to the apt mirrors and the npm registry"
@@ -376,6 +377,26 @@ check_firewall() {
     ok "firewall: root (cloud-init) still reaches the metadata address"
   else
     not_ok "firewall: root (cloud-init) still reaches the metadata address" "$output"
+  fi
+}
+
+# egress=allowlist: the agent's uid may send to DNS and the allowed sets only; a host that does not resolve (none
+# does here: the box has no resolver) is skipped without failing the box
+check_egress() {
+  local output log
+  output=$(cin nft list chain inet agentbox output 2>&1)
+  if grep -Eq "meta skuid (\"?$AGENT\"?|$AUID) reject" <<<"$output" && grep -q '@egress4 accept' <<<"$output"; then
+    ok "egress allow-list: $AGENT may reach only the allowed sets and DNS"
+  else
+    not_ok "egress allow-list: $AGENT may reach only the allowed sets and DNS" "$output"
+  fi
+  check "egress allow-list: agentbox-egress.service ran and succeeded" cin systemctl is-active agentbox-egress.service
+  check "egress allow-list: agentbox-egress.timer is active" cin systemctl is-active agentbox-egress.timer
+  log=$(cin journalctl -b -u agentbox-egress --no-pager -o cat 2>&1)
+  if grep -q 'does not resolve; skipped' <<<"$log" && grep -Eq '^egress: [0-9]+ hosts allowed, [0-9]+ did not resolve' <<<"$log"; then
+    ok "egress allow-list: hosts that do not resolve are skipped and reported, the box carries on"
+  else
+    not_ok "egress allow-list: hosts that do not resolve are skipped and reported, the box carries on" "$log"
   fi
 }
 
