@@ -373,7 +373,8 @@ check_firewall() {
   else
     not_ok "firewall: $AGENT is refused the metadata address (169.254.169.254 and fd00:ec2::254)" "$output"
   fi
-  if [ "$(grep -c 'skuid' <<<"$output")" = 2 ] && ! grep -Eq 'skuid ("?root"?|0) ' <<<"$output"; then
+  # every uid rule in the output chain is the agent's: none for root, none for anybody else
+  if ! grep 'skuid' <<<"$output" | grep -Evq "skuid (\"?$AGENT\"?|$AUID) "; then
     ok "firewall: root (cloud-init) still reaches the metadata address"
   else
     not_ok "firewall: root (cloud-init) still reaches the metadata address" "$output"
@@ -390,7 +391,7 @@ check_egress() {
   else
     not_ok "egress allow-list: $AGENT may reach only the allowed sets and DNS" "$output"
   fi
-  check "egress allow-list: agentbox-egress.service ran and succeeded" cin systemctl is-active agentbox-egress.service
+  check "egress allow-list: agentbox-egress.service ran and succeeded" egress_ran
   check "egress allow-list: agentbox-egress.timer is active" cin systemctl is-active agentbox-egress.timer
   log=$(cin journalctl -b -u agentbox-egress --no-pager -o cat 2>&1)
   if grep -q 'does not resolve; skipped' <<<"$log" && grep -Eq '^egress: [0-9]+ hosts allowed, [0-9]+ did not resolve' <<<"$log"; then
@@ -398,6 +399,14 @@ check_egress() {
   else
     not_ok "egress allow-list: hosts that do not resolve are skipped and reported, the box carries on" "$log"
   fi
+}
+
+egress_ran() { # a oneshot that the timer reruns: inactive between runs, so ask how its last run went
+  local shown
+  shown=$(cin systemctl show agentbox-egress.service -p Result -p ExecMainStatus -p ExecMainExitTimestampMonotonic)
+  echo "$shown"
+  grep -qx 'Result=success' <<<"$shown" && grep -qx 'ExecMainStatus=0' <<<"$shown" &&
+    ! grep -qx 'ExecMainExitTimestampMonotonic=0' <<<"$shown"
 }
 
 check_updates() {
