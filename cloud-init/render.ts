@@ -27,6 +27,8 @@ export const BOX_PATHS = {
   egressTimer: "/etc/systemd/system/agentbox-egress.timer",
   sshd: "/etc/ssh/sshd_config.d/01-agentbox.conf",
   status: "/var/lib/agentbox/status",
+  statusCommand: "/usr/local/bin/agentbox-status",
+  loginBanner: "/etc/profile.d/agentbox.sh",
   provisionLog: "/var/log/agentbox/provision.log",
 } as const;
 
@@ -132,6 +134,8 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: `${lib}/agent-service`, content: boxFile("agent-service.sh"), permissions: "0755" },
     { path: `${lib}/claude-session`, content: boxFile("claude-session.sh"), permissions: "0755" },
     { path: `${lib}/tmux.conf`, content: boxFile("tmux.conf"), permissions: "0644" },
+    { path: BOX_PATHS.statusCommand, content: boxFile("agentbox-status.sh"), permissions: "0755" },
+    { path: BOX_PATHS.loginBanner, content: boxFile("login-banner.sh"), permissions: "0644" },
     { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
     {

@@ -123,6 +123,8 @@ describe("the document", () => {
       "unattended-upgrades.conf": BOX_PATHS.upgrades,
       "needrestart.conf": BOX_PATHS.needrestart,
       "egress-refresh.sh": `${BOX_PATHS.lib}/egress-refresh`,
+      "agentbox-status.sh": BOX_PATHS.statusCommand,
+      "login-banner.sh": BOX_PATHS.loginBanner,
       "agentbox-egress.service": BOX_PATHS.egressService,
       "agentbox-egress.timer": BOX_PATHS.egressTimer,
     };
@@ -143,6 +145,8 @@ describe("the document", () => {
       "/usr/local/lib/agentbox/agent-service - 0755 false",
       "/usr/local/lib/agentbox/claude-session - 0755 false",
       "/usr/local/lib/agentbox/tmux.conf - 0644 false",
+      "/usr/local/bin/agentbox-status - 0755 false",
+      "/etc/profile.d/agentbox.sh - 0644 false",
       "/etc/systemd/user/claude-agent.service - 0644 false",
       "/etc/ssh/sshd_config.d/01-agentbox.conf - 0644 false",
       "/etc/agentbox/firewall.nft - 0644 false",

@@ -85,6 +85,7 @@ cmd_test() {
   check_agent_service
   active=$(unit_active_since) && t_agent=$(awk -v a="$T_BOOT" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
   check_restart_after_kill
+  check_status_command
   check_updates
   check_secrets
   check_system ""

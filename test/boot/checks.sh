@@ -409,6 +409,36 @@ egress_ran() { # a oneshot that the timer reruns: inactive between runs, so ask 
     ! grep -qx 'ExecMainExitTimestampMonotonic=0' <<<"$shown"
 }
 
+# agentbox-status, as the agent and as the admin login, after the kills (the unit counts its restarts)
+check_status_command() {
+  local out line
+  out=$(as_agent agentbox-status 2>&1)
+  log "agentbox-status as $AGENT:"
+  while IFS= read -r line; do log "  $line"; done <<<"$out"
+  if grep -q '^provision:  degraded (tailscale=failed: ' <<<"$out" &&
+    grep -Eq "^agent: +active/running since .*, restarted $KILL_ROUNDS times" <<<"$out" &&
+    grep -q '^tailscale:  not installed (failed: ' <<<"$out" &&
+    grep -q 'Claude Code' <<<"$out"; then
+    ok "agentbox-status as $AGENT: provisioning result, agent state with $KILL_ROUNDS restarts, Tailscale, the screen"
+  else
+    not_ok "agentbox-status as $AGENT: provisioning result, agent state with $KILL_ROUNDS restarts, Tailscale, the screen" "$out"
+  fi
+  if [ -n "$ADMIN" ]; then
+    out=$(cin runuser -u "$ADMIN" -- agentbox-status 2>&1)
+    if grep -Eq "^agent: +active/running" <<<"$out" && grep -q 'Claude Code' <<<"$out"; then
+      ok "agentbox-status as $ADMIN (through sudo): the agent's state and screen"
+    else
+      not_ok "agentbox-status as $ADMIN (through sudo): the agent's state and screen" "$out"
+    fi
+  fi
+  out=$(as_agent bash -lic true 2>&1)
+  if grep -q '^agentbox: degraded. Claude Code: tmux -L agentbox attach -t claude. Details: agentbox-status$' <<<"$out"; then
+    ok "login banner: one line with the box's state"
+  else
+    not_ok "login banner: one line with the box's state" "$out"
+  fi
+}
+
 check_updates() {
   check "unattended-upgrades installed" cin dpkg -s unattended-upgrades
   check "apt runs unattended-upgrade daily and never reboots" upgrades_configured

@@ -1,0 +1,47 @@
+#!/bin/bash
+# agentbox-status: one screen about this box. Run it as the agent, the admin login or root.
+set -uo pipefail
+# shellcheck source=lib.sh
+. /usr/local/lib/agentbox/lib.sh
+agentbox_load_env /etc/agentbox/box.env
+
+STATUS=/var/lib/agentbox/status
+uid=$(id -u "$AGENT_USER" 2>/dev/null)
+
+# the agent's user manager and tmux server belong to the agent: reach them as the agent
+as_agent() {
+  if [ "$(id -un)" = "$AGENT_USER" ]; then
+    env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
+  elif [ "$(id -u)" = 0 ]; then
+    runuser -u "$AGENT_USER" -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
+  else
+    sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" 2>/dev/null
+  fi
+}
+status_of() { sed -n "s/^$1=//p" "$STATUS" 2>/dev/null; }
+row() { printf '%-11s %s\n' "$1" "$2"; }
+
+row box: "$(hostname), $(uptime -p 2>/dev/null || echo "up")"
+steps=$(grep -v -e '^result=' "$STATUS" 2>/dev/null | grep -v '=ok$' | paste -sd ';' -)
+row provision: "$(status_of result || true)${steps:+ ($steps)}  [$STATUS]"
+row cloud-init: "$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
+
+if unit=$(as_agent systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
+  -p ActiveEnterTimestamp 2>/dev/null) && [ -n "$unit" ]; then
+  state=$(sed -n 's/^ActiveState=//p' <<<"$unit")/$(sed -n 's/^SubState=//p' <<<"$unit")
+  since=$(sed -n 's/^ActiveEnterTimestamp=//p' <<<"$unit")
+  row agent: "$state since ${since:-?}, restarted $(sed -n 's/^NRestarts=//p' <<<"$unit") times (claude-agent.service)"
+else
+  row agent: "(not visible to $(id -un): run as $AGENT_USER, with sudo, or as root)"
+fi
+
+if command -v tailscale >/dev/null; then
+  row tailscale: "$(tailscale status --self=true --peers=false 2>&1 | head -n 1)"
+else
+  row tailscale: "not installed$(status_of tailscale | sed 's/^/ (/; s/$/)/')"
+fi
+
+echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
+as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
+  sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
+  echo "  (no tmux session)"
