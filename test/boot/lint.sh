@@ -91,8 +91,8 @@ if [ -s "$r/lint/unknown-keys" ]; then not_ok "no unknown top-level keys" "$(cat
 
 lint_script() { # lint_script NAME FILE [SHELL]
   local out
-  # -x -P SCRIPTDIR: follow what a script sources from beside it, as the box has it
-  if out=$(cd "$r" && shellcheck -x -P SCRIPTDIR ${3:+-s "$3"} "${2#"$r"/}" 2>&1); then ok "shellcheck $1"; else not_ok "shellcheck $1" "$out"; fi
+  # -x -P: follow what a script sources, from beside it or from agentbox's library, as the box has them
+  if out=$(cd "$r" && shellcheck -x -P SCRIPTDIR:usr/local/lib/agentbox ${3:+-s "$3"} "${2#"$r"/}" 2>&1); then ok "shellcheck $1"; else not_ok "shellcheck $1" "$out"; fi
 }
 for key in bootcmd runcmd; do
   [ -e "$r/lint/$key.sh" ] && lint_script "$key (as the /bin/sh script cloud-init runs)" "$r/lint/$key.sh" sh
