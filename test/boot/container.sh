@@ -68,7 +68,7 @@ cin() { nsenter -t "$LEADER" -a env -i PATH="$BOX_PATH" LANG=C.UTF-8 TERM=dumb "
 box_running() { # box_running RUN_DIR
   local pid
   pid=$(state_get "$1" NSPAWN_PID)
-  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-D $1/merged"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-D $1/merged"
 }
 
 box_wait_cloud_init() { # box_wait_cloud_init RUN_DIR TIMEOUT_S; 0 when result.json exists

@@ -76,7 +76,7 @@ net_down() { # net_down RUN_DIR
   local dir=$1 pid netns veth
   pid=$(state_get "$dir" PROXY_PID)
   # only our tinyproxy: the pid must still be a tinyproxy started with this run's config
-  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "tinyproxy -d -c $dir/proxy.conf"; then
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "tinyproxy -d -c $dir/proxy.conf"; then
     kill "$pid"
     for _ in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
   fi
