@@ -60,7 +60,16 @@ export function homeOf(user: string): string {
 }
 
 const FILES_DIR = join(__dirname, "files");
-export const boxFile = (name: string): string => readFileSync(join(FILES_DIR, name), "utf8");
+const fileCache = new Map<string, string>();
+/** A file from ./files, read once: one `pulumi up` renders the document more than once. */
+export function boxFile(name: string): string {
+  let text = fileCache.get(name);
+  if (text === undefined) {
+    text = readFileSync(join(FILES_DIR, name), "utf8");
+    fileCache.set(name, text);
+  }
+  return text;
+}
 
 /** KEY=VALUE lines; refuses values that could end a line early or hide a second entry. */
 export function envFile(entries: Record<string, string | undefined>): string {

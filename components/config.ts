@@ -272,6 +272,27 @@ export function defaultHostname(project: string, stack: string): string {
   return label.slice(0, 63).replace(/-$/, "") || "agentbox";
 }
 
+/** memoryGb as given (unset: the minimum), or the problem with it in words. */
+function parseMemoryGb(v: string | undefined): number | { problem: string } {
+  const key = `${NAMESPACE}:memoryGb`;
+  if (v === undefined) return MIN_MEMORY_GB;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
+    return { problem: `${key}: ${show(v)} is not a whole number of gigabytes. Fix: ${set("memoryGb", "16")} (or 32)` };
+  }
+  if (n < MIN_MEMORY_GB) {
+    return {
+      problem: `${key}: ${n} GB is below ${MIN_MEMORY_GB} GB; agent boxes with 8 GB were OOM-killed under agent load (Claude Code, language servers, test runs). Fix: ${set("memoryGb", "16")}`,
+    };
+  }
+  if (n > MAX_MEMORY_GB) {
+    return {
+      problem: `${key}: ${n} GB is above ${MAX_MEMORY_GB} GB, the largest size agentbox picks from its catalogue. Fix: ${set("memoryGb", "32")}`,
+    };
+  }
+  return n;
+}
+
 function schemaFor(project: string, stack: string) {
   const k = (key: ConfigKey) => `${NAMESPACE}:${key}`;
   const secret = (key: ConfigKey, how: string) =>
@@ -310,26 +331,10 @@ function schemaFor(project: string, stack: string) {
         .string()
         .optional()
         .transform((v, ctx) => {
-          if (v === undefined) return MIN_MEMORY_GB;
-          const n = Number(v);
-          if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
-            ctx.addIssue({
-              code: "custom",
-              message: `${k("memoryGb")}: ${show(v)} is not a whole number of gigabytes. Fix: ${set("memoryGb", "16")} (or 32)`,
-            });
-            return z.NEVER;
-          }
-          if (n < MIN_MEMORY_GB || n > MAX_MEMORY_GB) {
-            ctx.addIssue({
-              code: "custom",
-              message:
-                n < MIN_MEMORY_GB
-                  ? `${k("memoryGb")}: ${n} GB is below ${MIN_MEMORY_GB} GB; agent boxes with 8 GB were OOM-killed under agent load (Claude Code, language servers, test runs). Fix: ${set("memoryGb", "16")}`
-                  : `${k("memoryGb")}: ${n} GB is above ${MAX_MEMORY_GB} GB, the largest size agentbox picks from its catalogue. Fix: ${set("memoryGb", "32")}`,
-            });
-            return z.NEVER;
-          }
-          return n;
+          const memory = parseMemoryGb(v);
+          if (typeof memory === "number") return memory;
+          ctx.addIssue({ code: "custom", message: memory.problem });
+          return z.NEVER;
         }),
       serverType: z.string().optional(),
       image: z.string().optional(),
@@ -602,12 +607,13 @@ function checkPlacement(raw: RawConfig): {
   const location = raw.location ?? catalogue.defaultLocation;
   const image = raw.image ?? catalogue.images.debian13;
   if (cloud !== "hetzner" && cloud !== "digitalocean") return { catalogue, location, image, problems: [] };
-  const m = raw.memoryGb === undefined ? MIN_MEMORY_GB : Number(raw.memoryGb.trim());
-  const memoryValid = /^\d+$/.test(String(m)) && m >= MIN_MEMORY_GB && m <= MAX_MEMORY_GB;
+  // a bad memoryGb is the schema's to report: size by the minimum meanwhile
+  const memory = parseMemoryGb(raw.memoryGb);
+  const memoryValid = typeof memory === "number";
   const sizing = resolveSizing(
     catalogue,
     location,
-    memoryValid ? m : MIN_MEMORY_GB,
+    memoryValid ? memory : MIN_MEMORY_GB,
     raw.serverType,
     memoryValid && raw.memoryGb !== undefined,
   );

@@ -53,10 +53,20 @@ collect_artifacts() { # collect_artifacts SUFFIX: what explains a failure, into 
   return 0
 }
 
+seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; } # seconds_between FROM TO
+
+# the box's disk (its overlay's upper layer) and what it received through the proxy (the veth's counter)
+box_usage() {
+  local veth
+  veth=$(state_get "$RUN_DIR" VETH)
+  echo "disk_used_mb=$(du -sm "$RUN_DIR/upper" | cut -f1)" \
+    "proxy_to_box_mb=$(awk '{ printf "%.0f", $1 / 1048576 }' "/sys/class/net/$veth/statistics/tx_bytes")"
+}
+
 median() { tr ' ' '\n' | sort -n | awk 'NF { v[++n] = $1 } END { if (!n) printf "-"; else printf "%.1f", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 
 cmd_test() {
-  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- active veth kills
+  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- active kills
   new_run
   trap 'finish_test $?' EXIT
   trap 'exit 130' INT TERM
@@ -83,7 +93,7 @@ cmd_test() {
   check_firewall
   if grep -q '^ *EGRESS=allowlist$' "$ud"; then check_egress; fi
   check_agent_service
-  active=$(unit_active_since) && t_agent=$(awk -v a="$T_BOOT" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
+  active=$(unit_active_since) && t_agent=$(seconds_between "$T_BOOT" "$active")
   check_restart_after_kill
   check_status_command
   check_updates
@@ -97,17 +107,15 @@ cmd_test() {
   box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console-reboot.log"
   box_wait_booted 120 || log "the box did not finish starting up within 120 s after the reboot"
   check_after_reboot
-  active=$(unit_active_since) && t_reboot=$(awk -v a="$t2" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
+  active=$(unit_active_since) && t_reboot=$(seconds_between "$t2" "$active")
   collect_artifacts "-reboot"
   check_proxy_destinations
 
-  veth=$(state_get "$RUN_DIR" VETH)
   kills=$(IFS=, && echo "${RESTART_TIMES[*]:--}")
   echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent" \
     "restart_after_kill_s=$kills restart_after_kill_median_s=$(echo "${RESTART_TIMES[*]}" | median)" \
     "kill_to_screen_median_s=$(echo "${SCREEN_TIMES[*]}" | median)" \
-    "reboot_to_agent_s=$t_reboot disk_used_mb=$(du -sm "$RUN_DIR/upper" | cut -f1)" \
-    "proxy_to_box_mb=$(awk '{ printf "%.0f", $1 / 1048576 }' "/sys/class/net/$veth/statistics/tx_bytes")"
+    "reboot_to_agent_s=$t_reboot $(box_usage)"
   summary
 }
 
@@ -128,7 +136,7 @@ finish_test() { # EXIT trap of `test`: tear down; keep the run directory when so
 }
 
 cmd_bench() { # boot once and measure, no fault checks: what scripts/bench.sh repeats
-  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- active veth
+  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- active
   new_run
   trap 'trap "" PIPE; box_teardown "$RUN_DIR"; rm -rf "$RUN_DIR"' EXIT
   trap 'exit 130' INT TERM
@@ -137,11 +145,8 @@ cmd_bench() { # boot once and measure, no fault checks: what scripts/bench.sh re
   box_wait_cloud_init "$RUN_DIR" "$CLOUD_INIT_TIMEOUT" && t_ci=$(since "$T_BOOT")
   AUID=$(cin id -u "$AGENT" 2>/dev/null)
   eventually 60 ucl is-active --quiet "$UNIT" >/dev/null
-  active=$(unit_active_since) && t_agent=$(awk -v a="$T_BOOT" -v b="$active" 'BEGIN { printf "%.1f", b - a }')
-  veth=$(state_get "$RUN_DIR" VETH)
-  echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent" \
-    "disk_used_mb=$(du -sm "$RUN_DIR/upper" | cut -f1)" \
-    "proxy_to_box_mb=$(awk '{ printf "%.0f", $1 / 1048576 }' "/sys/class/net/$veth/statistics/tx_bytes")"
+  active=$(unit_active_since) && t_agent=$(seconds_between "$T_BOOT" "$active")
+  echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent $(box_usage)"
 }
 
 cmd_try() {
