@@ -1,0 +1,274 @@
+/**
+ * One whole workflow cycle for a stack that names a workflow (agentbox:workflowPrompt or workflowPromptFile):
+ * `pulumi up`, wait until the box's state file says the workflow ended, copy its output to
+ * workflow-runs/<stack>-<UTC time>/, then destroy the box (the protected volume stays).
+ *
+ *   npm run workflow -- --stack nightly
+ *
+ * The logic is scripts/workflow-cycle.ts; this file wires in the Automation API and ssh.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import type { Stack } from "@pulumi/pulumi/automation";
+import {
+  type CycleDeps,
+  DEFAULT_MAX_SSH_FAILURES,
+  DEFAULT_POLL_SECONDS,
+  EXIT_CODES,
+  STATE_PATH,
+  destroyCommand,
+  errorLine,
+  runCycle,
+  runDirName,
+} from "./workflow-cycle";
+
+const ROOT = join(__dirname, "..");
+
+export const USAGE = `usage: npm run workflow -- --stack <name> [options]
+
+Creates the stack's box, waits until its workflow ends (state success, failure or timeout on the box), copies
+the output to workflow-runs/<stack>-<UTC time>/, then destroys the box, keeping protected resources (the volume).
+
+  --stack, -s <name>      the stack; it must set agentbox:workflowPrompt or agentbox:workflowPromptFile
+  --poll-seconds <n>      how often to read the box's state file over ssh (default ${DEFAULT_POLL_SECONDS})
+  --keep                  leave the box running at the end (prints the command that destroys it)
+  --destroy-on-failure    destroy even when pulumi up fails (by default the box is left to look at)
+  --help, -h              this text
+
+Exit: 0 success, 1 failure, 2 timeout, 3 the cycle itself failed (up, ssh, destroy, ...).
+A local-backend stack needs PULUMI_CONFIG_PASSPHRASE (or _FILE) in the environment: nothing here prompts.`;
+
+export type CliArgs =
+  { help: true } | { help: false; stack: string; pollSeconds: number; keep: boolean; destroyOnFailure: boolean };
+
+/** Throws a one-line message (without the usage text) for bad arguments. */
+export function parseCliArgs(argv: string[]): CliArgs {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      stack: { type: "string", short: "s" },
+      "poll-seconds": { type: "string" },
+      keep: { type: "boolean", default: false },
+      "destroy-on-failure": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) return { help: true };
+  if (positionals.length) throw new Error(`unexpected argument ${positionals[0]}`);
+  const stack = values.stack;
+  if (!stack) throw new Error("--stack <name> is required");
+  // Pulumi's own stack names (optionally org/project/stack); nothing that could read as an option
+  if (!/^[A-Za-z0-9_.][A-Za-z0-9_./-]*$/.test(stack)) throw new Error(`--stack ${stack}: not a stack name`);
+  const poll = values["poll-seconds"] ?? String(DEFAULT_POLL_SECONDS);
+  if (!/^\d+$/.test(poll) || +poll < 1 || +poll > 600) {
+    throw new Error(`--poll-seconds ${poll}: a whole number of seconds from 1 to 600`);
+  }
+  return {
+    help: false,
+    stack,
+    pollSeconds: Number(poll),
+    keep: values.keep,
+    destroyOnFailure: values["destroy-on-failure"],
+  };
+}
+
+/** Single-quoted for the remote shell (ssh hands the command to the login shell on the box). */
+export function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * ssh that never prompts and reports only errors. Host keys are trusted on first use into a known_hosts file of
+ * this run's own: each cycle makes a new box (new host keys) under the same name, which the user's known_hosts
+ * would refuse as a changed key.
+ */
+export function sshArgs(target: string, knownHosts: string, remoteCommand: string): string[] {
+  return [
+    ...["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"],
+    ...["-o", "StrictHostKeyChecking=accept-new", "-o", `UserKnownHostsFile=${knownHosts}`],
+    ...["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR"],
+    "--",
+    target,
+    remoteCommand,
+  ];
+}
+
+interface SshResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runSsh(args: string[], timeoutMs?: number): Promise<SshResult> {
+  return new Promise((done, fail) => {
+    const child = spawn("ssh", args, { stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    child.on("error", fail);
+    child.on("close", (code) =>
+      done({ code, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8").trim() }),
+    );
+  });
+}
+
+const sshFailure = (what: string, r: SshResult) =>
+  new Error(`${what}: ssh exited ${r.code ?? "on a signal"}${r.stderr ? `: ${r.stderr.split("\n").pop()}` : ""}`);
+
+/** Reading the box's files over ssh (see sshArgs). */
+export function sshBox(knownHosts: string): Pick<CycleDeps, "readState" | "fetchFile"> {
+  return {
+    async readState(target) {
+      // LC_ALL=C: cat's "No such file" in English whatever locale ssh forwards
+      const r = await runSsh(sshArgs(target, knownHosts, `LC_ALL=C cat ${STATE_PATH}`), 60_000);
+      if (r.code === 0) return r.stdout;
+      // the workflow unit has not written it yet
+      if (r.code === 1 && /No such file/.test(r.stderr)) return undefined;
+      throw sshFailure(`reading ${STATE_PATH}`, r);
+    },
+    async fetchFile(target, path) {
+      const r = await runSsh(sshArgs(target, knownHosts, `cat -- ${shellQuote(path)}`));
+      if (r.code === 0) return r.stdout;
+      throw sshFailure(`reading ${path}`, r);
+    },
+  };
+}
+
+/** True when the stack's secrets are encrypted with a passphrase (its stack file carries the salt). */
+function usesPassphrase(stack: string): boolean {
+  const file = join(ROOT, `Pulumi.${stack.split("/").pop()}.yaml`);
+  return existsSync(file) && /^encryptionsalt:/m.test(readFileSync(file, "utf8"));
+}
+
+/** The Pulumi CLI that the `pulumi` npm package provides, as scripts/pulumi.mjs runs it. */
+async function pulumiCommand() {
+  const { PulumiCommand } = await import("@pulumi/pulumi/automation/index.js");
+  // @ts-expect-error: a plain CommonJS module without types
+  const shim = (await import("pulumi/lib/resolve.js")) as { resolve(): Promise<string> };
+  let bin: string;
+  try {
+    bin = await shim.resolve();
+  } catch (e) {
+    throw new Error(
+      `the Pulumi CLI is not installed and could not be downloaded (${errorLine(e)}); npm run pulumi -- version shows why`,
+    );
+  }
+  return PulumiCommand.get({ root: dirname(dirname(bin)) });
+}
+
+async function openStack(stackName: string): Promise<Stack> {
+  // @ts-expect-error: a plain ES module without types
+  const wrapper = (await import("./pulumi.mjs")) as { defaultBackend(env: NodeJS.ProcessEnv): string | undefined };
+  const envVars: Record<string, string> = {};
+  const backend = wrapper.defaultBackend(process.env);
+  if (backend) {
+    envVars.PULUMI_BACKEND_URL = backend;
+    console.error(
+      `agentbox: using a local state backend (${backend}); set PULUMI_BACKEND_URL or run \`pulumi login\` to use another`,
+    );
+  }
+  if (
+    usesPassphrase(stackName) &&
+    !process.env.PULUMI_CONFIG_PASSPHRASE &&
+    !process.env.PULUMI_CONFIG_PASSPHRASE_FILE
+  ) {
+    throw new Error(
+      `stack ${stackName} encrypts its secrets with a passphrase and the workflow cannot prompt for it. ` +
+        `Fix: read -rs PULUMI_CONFIG_PASSPHRASE && export PULUMI_CONFIG_PASSPHRASE (or set PULUMI_CONFIG_PASSPHRASE_FILE)`,
+    );
+  }
+  const { LocalWorkspace } = await import("@pulumi/pulumi/automation/index.js");
+  return LocalWorkspace.selectStack({ stackName, workDir: ROOT }, { pulumiCommand: await pulumiCommand(), envVars });
+}
+
+function realDeps(stack: Stack, knownHosts: string, signal: AbortSignal): CycleDeps {
+  return {
+    async up(onOutput) {
+      await stack.up({ onOutput, onError: onOutput });
+    },
+    async outputs() {
+      const outputs = await stack.outputs();
+      return Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, v.value]));
+    },
+    async config() {
+      const config = await stack.getAllConfig();
+      return Object.fromEntries(Object.entries(config).map(([k, v]) => [k, v.value]));
+    },
+    ...sshBox(knownHosts),
+    async writeLocal(path, text) {
+      const file = resolve(ROOT, path);
+      await mkdir(dirname(file), { recursive: true });
+      await writeFile(file, text);
+    },
+    async destroy({ excludeProtected, onOutput }) {
+      await stack.destroy({ excludeProtected, onOutput, onError: onOutput });
+    },
+    // Ctrl-C cuts the wait short; the cycle then destroys the box
+    sleep: (ms) => delay(ms, undefined, { signal }).catch(() => undefined),
+    now: () => Date.now(),
+    log: (line) => console.log(line),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args: CliArgs;
+  try {
+    args = parseCliArgs(argv);
+  } catch (e) {
+    console.error(`agentbox: ${errorLine(e)}\n\n${USAGE}`);
+    return EXIT_CODES.error;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+
+  const interrupt = new AbortController();
+  process.on("SIGINT", () => {
+    if (interrupt.signal.aborted) process.exit(130);
+    console.error(
+      `agentbox: interrupted; ending the cycle (the box is destroyed unless --keep). Ctrl-C again to quit now, leaving it running (${destroyCommand(args.stack)})`,
+    );
+    interrupt.abort();
+  });
+
+  let stack: Stack;
+  try {
+    stack = await openStack(args.stack);
+  } catch (e) {
+    console.error(`workflow ${args.stack}: cycle error - ${errorLine(e)}`);
+    return EXIT_CODES.error;
+  }
+  const knownHostsDir = mkdtempSync(join(tmpdir(), "agentbox-workflow-"));
+  try {
+    const result = await runCycle(realDeps(stack, join(knownHostsDir, "known_hosts"), interrupt.signal), {
+      stack: args.stack,
+      runDir: join("workflow-runs", runDirName(args.stack, Date.now())),
+      pollSeconds: args.pollSeconds,
+      keep: args.keep,
+      destroyOnFailure: args.destroyOnFailure,
+      maxSshFailures: DEFAULT_MAX_SSH_FAILURES,
+      signal: interrupt.signal,
+    });
+    return result.exitCode;
+  } finally {
+    rmSync(knownHostsDir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      console.error(e);
+      process.exit(EXIT_CODES.error);
+    },
+  );
+}

@@ -1,0 +1,606 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import {
+  type CycleDeps,
+  type CycleOptions,
+  STATE_PATH,
+  formatDuration,
+  lineSplitter,
+  parseState,
+  runCycle,
+  runDirName,
+} from "../scripts/workflow-cycle";
+import { parseCliArgs, shellQuote, sshArgs, sshBox } from "../scripts/workflow";
+
+const TARGET = "agent@agentbox-dev";
+const OUTPUT = "/home/agent/.local/state/agentbox/workflow/output.jsonl";
+const RUN_DIR = "workflow-runs/dev-20260101T120000Z";
+const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+
+/** A state file as the box's unit writes it. */
+function stateFile(state: string, extra: Record<string, string | number> = {}): string {
+  const fields = { state, timeout_minutes: 60, output: OUTPUT, ...extra };
+  return Object.entries(fields)
+    .map(([k, v]) => `${k}=${v}`)
+    .join("\n")
+    .concat("\n");
+}
+
+const ended = (state: string, exit: number) =>
+  stateFile(state, { started: T0 / 1000 + 30, ended: T0 / 1000 + 30 + 754, exit });
+
+interface FakeBox {
+  config?: Record<string, string>;
+  outputs?: Record<string, unknown>;
+  /** readState's successive answers (an Error is an ssh failure); the last one repeats. */
+  states?: Array<string | undefined | Error>;
+  /** fetchFile's successive answers for the output file; the last one repeats. */
+  fetches?: Array<string | Error>;
+  upError?: Error;
+  destroyError?: Error;
+  upChunks?: string[];
+  /** Called before each sleep: lets a test abort the cycle mid-wait. */
+  onSleep?: (slept: number) => void;
+}
+
+const WORKFLOW_CONFIG = { "agentbox:cloud": "hetzner", "agentbox:workflowPrompt": "Fix the failing tests" };
+const OUTPUTS = { sshCommand: `ssh ${TARGET}`, sshTarget: TARGET, workflow: { timeoutMinutes: 60 } };
+
+/** Fake deps on a fake clock: sleep advances now(), nothing really waits. Every call is recorded in order. */
+function fakeBox(box: FakeBox = {}) {
+  let clock = T0;
+  let reads = 0;
+  let fetches = 0;
+  let slept = 0;
+  const calls: string[] = [];
+  const logs: string[] = [];
+  const written: Record<string, string> = {};
+  const destroyOptions: unknown[] = [];
+  const next = <T>(list: T[], i: number): T => list[Math.min(i, list.length - 1)]!;
+  const deps: CycleDeps = {
+    async config() {
+      calls.push("config");
+      return box.config ?? WORKFLOW_CONFIG;
+    },
+    async up(onOutput) {
+      calls.push("up");
+      for (const chunk of box.upChunks ?? ["Updating (dev)\n", "+ agentbox created\n"]) onOutput(chunk);
+      clock += 4 * 60_000;
+      if (box.upError) throw box.upError;
+    },
+    async outputs() {
+      calls.push("outputs");
+      return box.outputs ?? OUTPUTS;
+    },
+    async readState(target) {
+      const answer = next(box.states ?? [ended("success", 0)], reads++);
+      calls.push(
+        `read ${target} -> ${answer instanceof Error ? "ssh error" : answer === undefined ? "missing" : parseState(answer).state}`,
+      );
+      if (answer instanceof Error) throw answer;
+      return answer;
+    },
+    async fetchFile(target, path) {
+      const answer = next(box.fetches ?? ['{"type":"result","is_error":false}\n'], fetches++);
+      calls.push(`fetch ${target} ${path}${answer instanceof Error ? " -> error" : ""}`);
+      if (answer instanceof Error) throw answer;
+      return answer;
+    },
+    async writeLocal(path, text) {
+      calls.push(`write ${path}`);
+      written[path] = text;
+    },
+    async destroy(options) {
+      calls.push("destroy");
+      destroyOptions.push({ excludeProtected: options.excludeProtected });
+      options.onOutput("Destroying (dev)\n- agentbox deleted");
+      if (box.destroyError) throw box.destroyError;
+    },
+    async sleep(ms) {
+      slept++;
+      box.onSleep?.(slept);
+      clock += ms;
+    },
+    now: () => clock,
+    log: (line) => logs.push(line),
+  };
+  return {
+    deps,
+    calls,
+    logs,
+    written,
+    destroyOptions,
+    elapsedMs: () => clock - T0,
+    /** The calls with consecutive repeats folded into one entry marked with a count. */
+    folded: () =>
+      calls.reduce<string[]>((acc, call) => {
+        const last = acc[acc.length - 1];
+        const m = last && /^(.*?)(?: x(\d+))?$/.exec(last);
+        if (m && m[1] === call) acc[acc.length - 1] = `${call} x${Number(m[2] ?? 1) + 1}`;
+        else acc.push(call);
+        return acc;
+      }, []),
+  };
+}
+
+const options = (extra: Partial<CycleOptions> = {}): CycleOptions => ({ stack: "dev", runDir: RUN_DIR, ...extra });
+const DESTROY_COMMAND = "npm run pulumi -- destroy --exclude-protected --stack dev";
+
+describe("parseState", () => {
+  test.each<[string, string, Record<string, string>]>([
+    [
+      "a whole file",
+      ended("success", 0),
+      {
+        state: "success",
+        timeout_minutes: "60",
+        output: OUTPUT,
+        started: "1767268830",
+        ended: "1767269584",
+        exit: "0",
+      },
+    ],
+    ["empty", "", {}],
+    [
+      "values taken literally: quotes, spaces, = signs",
+      "state='running'\noutput= /a b=c \n",
+      { state: "'running'", output: " /a b=c " },
+    ],
+    [
+      "junk, comments, blank lines and bad keys ignored",
+      "# comment\n\nnot a pair\n=x\n1a=b\nkey with space=v\nstate=running\n",
+      { state: "running" },
+    ],
+    ["CRLF line ends", "state=failure\r\nexit=1\r\n", { state: "failure", exit: "1" }],
+    ["a later key wins", "state=running\nstate=success\n", { state: "success" }],
+    ["empty value", "state=\n", { state: "" }],
+    ["no trailing newline", "state=timeout", { state: "timeout" }],
+  ])("%s", (_, text, fields) => {
+    expect(parseState(text)).toEqual(fields);
+  });
+
+  test("__proto__ is an ordinary key, not the object's prototype", () => {
+    const fields = parseState("__proto__=x\nstate=running\n");
+    expect(Object.getPrototypeOf(fields)).toBe(Object.prototype);
+    expect(Object.keys(fields)).toEqual(["__proto__", "state"]);
+  });
+});
+
+describe("runCycle", () => {
+  test("success: up, polls through missing/pending/running to success, fetches the output, then destroys keeping protected resources", async () => {
+    const box = fakeBox({
+      states: [
+        undefined,
+        stateFile("pending"),
+        stateFile("running", { started: 1 }),
+        stateFile("running", { started: 1 }),
+        ended("success", 0),
+      ],
+    });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls).toEqual([
+      "config",
+      "up",
+      "outputs",
+      `read ${TARGET} -> missing`,
+      `read ${TARGET} -> pending`,
+      `read ${TARGET} -> running`,
+      `read ${TARGET} -> running`,
+      `read ${TARGET} -> success`,
+      `write ${RUN_DIR}/state`,
+      `fetch ${TARGET} ${OUTPUT}`,
+      `write ${RUN_DIR}/output.jsonl`,
+      "destroy",
+    ]);
+    expect(box.destroyOptions).toEqual([{ excludeProtected: true }]);
+    expect(result.outcome).toBe("success");
+    expect(result.exitCode).toBe(0);
+    expect(result.summary).toBe(
+      `workflow dev: success - claude exit 0, ran 12m34s; output in ${RUN_DIR}/output.jsonl; box destroyed (volume kept)`,
+    );
+    expect(box.logs.at(-1)).toBe(result.summary);
+    expect(box.written[`${RUN_DIR}/state`]).toBe(ended("success", 0));
+    expect(box.written[`${RUN_DIR}/output.jsonl`]).toBe('{"type":"result","is_error":false}\n');
+    // progress: one line per state change, Pulumi's output streamed line by line with a prefix
+    expect(box.logs.filter((l) => l.startsWith("workflow dev: state "))).toEqual([
+      "workflow dev: state pending (0s since the box was ready)",
+      "workflow dev: state running (30s since the box was ready)",
+      "workflow dev: state success (1m00s since the box was ready)",
+    ]);
+    expect(box.logs).toContain("  up | + agentbox created");
+    expect(box.logs).toContain("  destroy | - agentbox deleted");
+  });
+
+  test("failure: exit 1, the output is still fetched and the box still destroyed", async () => {
+    const box = fakeBox({ states: [stateFile("running"), ended("failure", 1)] });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls.slice(-4)).toEqual([
+      `write ${RUN_DIR}/state`,
+      `fetch ${TARGET} ${OUTPUT}`,
+      `write ${RUN_DIR}/output.jsonl`,
+      "destroy",
+    ]);
+    expect(result.exitCode).toBe(1);
+    expect(result.summary).toBe(
+      `workflow dev: failure - claude exit 1, ran 12m34s; output in ${RUN_DIR}/output.jsonl; box destroyed (volume kept)`,
+    );
+  });
+
+  test("the box's own timeout verdict: exit 2, output fetched, box destroyed", async () => {
+    const box = fakeBox({ states: [stateFile("running"), ended("timeout", 124)] });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls.slice(-3)).toEqual([`fetch ${TARGET} ${OUTPUT}`, `write ${RUN_DIR}/output.jsonl`, "destroy"]);
+    expect(result.outcome).toBe("timeout");
+    expect(result.exitCode).toBe(2);
+  });
+
+  test("the local safety bound: state stays running past timeout + margin → exit 2, never success, box destroyed", async () => {
+    const box = fakeBox({
+      outputs: { ...OUTPUTS, workflow: { timeoutMinutes: 5 } },
+      states: [stateFile("running", { started: 1 })],
+    });
+    const result = await runCycle(box.deps, options({ marginMinutes: 2 }));
+    expect(result.outcome).toBe("timeout");
+    expect(result.exitCode).toBe(2);
+    expect(result.summary).toBe(
+      `workflow dev: timeout - no end state from the box within 7m (box timeout 5m + 2m margin), last state running; partial output in ${RUN_DIR}/output.jsonl; box destroyed (volume kept)`,
+    );
+    // waited the whole bound (from when up returned), not a poll longer
+    expect(box.elapsedMs() - 4 * 60_000).toBe(7 * 60_000);
+    expect(box.folded()).toEqual([
+      "config",
+      "up",
+      "outputs",
+      `read ${TARGET} -> running x${box.calls.filter((c) => c.startsWith("read")).length}`,
+      `write ${RUN_DIR}/state`,
+      `fetch ${TARGET} ${OUTPUT}`,
+      `write ${RUN_DIR}/output.jsonl`,
+      "destroy",
+    ]);
+    expect(box.logs.join("\n")).not.toMatch(/success|idle|finished/);
+    // a heartbeat each minute of the wait
+    expect(box.logs.filter((l) => l.startsWith("workflow dev: still running")).length).toBe(6);
+  });
+
+  test("running for a long time with an unchanging output is not taken for finished", async () => {
+    // 55 minutes of identical "running" reads (the agent quiet), then the box says success
+    const running = stateFile("running", { started: 1 });
+    const polls = (55 * 60) / 15;
+    const box = fakeBox({ states: [...Array<string>(polls).fill(running), ended("success", 0)] });
+    const result = await runCycle(box.deps, options());
+    expect(result.exitCode).toBe(0);
+    expect(box.folded()).toEqual([
+      "config",
+      "up",
+      "outputs",
+      `read ${TARGET} -> running x${polls}`,
+      `read ${TARGET} -> success`,
+      `write ${RUN_DIR}/state`,
+      `fetch ${TARGET} ${OUTPUT}`,
+      `write ${RUN_DIR}/output.jsonl`,
+      "destroy",
+    ]);
+    expect(box.logs).toContain("workflow dev: still running, 1m00s elapsed (box timeout 60m)");
+    expect(box.logs).toContain("workflow dev: still running, 54m00s elapsed (box timeout 60m)");
+  });
+
+  test("an unknown state is waited out like running, never taken for an end", async () => {
+    const box = fakeBox({ states: [stateFile("stopping"), stateFile("done"), ended("success", 0)] });
+    const result = await runCycle(box.deps, options());
+    expect(result.exitCode).toBe(0);
+    expect(box.calls.filter((c) => c.startsWith("read"))).toHaveLength(3);
+  });
+
+  test("transient ssh failures are tolerated and counted", async () => {
+    const sshDown = new Error(
+      "reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused",
+    );
+    const box = fakeBox({
+      states: [stateFile("running"), sshDown, sshDown, stateFile("running"), sshDown, ended("success", 0)],
+    });
+    const result = await runCycle(box.deps, options({ maxSshFailures: 3 }));
+    expect(result.exitCode).toBe(0);
+    expect(box.logs.filter((l) => l.includes("failed ("))).toEqual([
+      `workflow dev: ssh to ${TARGET} failed (1/3 in a row): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
+      `workflow dev: ssh to ${TARGET} failed (2/3 in a row): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
+      `workflow dev: ssh to ${TARGET} failed (1/3 in a row): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
+    ]);
+  });
+
+  test("N consecutive ssh failures: exit 3, nothing fetched, the box still destroyed", async () => {
+    const box = fakeBox({ states: [stateFile("running"), new Error("ssh exited 255: Connection timed out")] });
+    const result = await runCycle(box.deps, options());
+    expect(box.folded()).toEqual([
+      "config",
+      "up",
+      "outputs",
+      `read ${TARGET} -> running`,
+      `read ${TARGET} -> ssh error x10`,
+      `write ${RUN_DIR}/state`,
+      "destroy",
+    ]);
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toBe(
+      "workflow dev: cycle error - ssh to the box failed 10 times in a row (ssh exited 255: Connection timed out), last state running; box destroyed (volume kept)",
+    );
+  });
+
+  test("up failing: no destroy, the command to destroy later is printed", async () => {
+    const box = fakeBox({
+      upError: new Error("code: 255\n stdout: Updating (dev)\n stderr: error: hcloud: server limit exceeded\n"),
+    });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls).toEqual(["config", "up"]);
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toBe(
+      `workflow dev: cycle error - pulumi up failed: error: hcloud: server limit exceeded; whatever it created is left for you to look at. Destroy it with: ${DESTROY_COMMAND}`,
+    );
+    expect(box.logs).toContain("  up |  stderr: error: hcloud: server limit exceeded");
+  });
+
+  test("up failing with destroyOnFailure: destroyed, still exit 3", async () => {
+    const box = fakeBox({ upError: new Error("error: the box did not become ready within 15 minutes") });
+    const result = await runCycle(box.deps, options({ destroyOnFailure: true }));
+    expect(box.calls).toEqual(["config", "up", "destroy"]);
+    expect(box.destroyOptions).toEqual([{ excludeProtected: true }]);
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toBe(
+      "workflow dev: cycle error - pulumi up failed: error: the box did not become ready within 15 minutes; destroyed what it had created (volume kept)",
+    );
+  });
+
+  test("--keep: no destroy, the command is printed, the exit code is the workflow's", async () => {
+    const box = fakeBox({ states: [ended("failure", 1)] });
+    const result = await runCycle(box.deps, options({ keep: true }));
+    expect(box.calls).not.toContain("destroy");
+    expect(result.exitCode).toBe(1);
+    expect(result.summary).toBe(
+      `workflow dev: failure - claude exit 1, ran 12m34s; output in ${RUN_DIR}/output.jsonl; box kept (--keep). Destroy it with: ${DESTROY_COMMAND}`,
+    );
+  });
+
+  test.each([
+    ["no prompt at all", { "agentbox:cloud": "hetzner" }],
+    ["an empty prompt", { "agentbox:workflowPrompt": "  " }],
+  ])("no workflow configured (%s): refused before up, nothing created", async (_, config) => {
+    const box = fakeBox({ config });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls).toEqual(["config"]);
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toBe(
+      'workflow dev: cycle error - agentbox:workflowPrompt is not set for stack dev, so it has no workflow to run. Fix: pulumi config set agentbox:workflowPrompt "Fix the failing tests and commit" --stack dev (or pulumi config set agentbox:workflowPromptFile prompts/task.md --stack dev) (nothing was created)',
+    );
+  });
+
+  test("a prompt file counts as a workflow", async () => {
+    const box = fakeBox({ config: { "agentbox:workflowPromptFile": "prompts/nightly.md" } });
+    expect((await runCycle(box.deps, options())).exitCode).toBe(0);
+  });
+
+  test("no workflow output after up (program out of date): exit 3, box destroyed", async () => {
+    const box = fakeBox({ outputs: { sshCommand: `ssh ${TARGET}` } });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls).toEqual(["config", "up", "outputs", "destroy"]);
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toMatch(/^workflow dev: cycle error - stack dev has no workflow output/);
+  });
+
+  test.each([
+    ["sshTarget", { sshTarget: "agent@100.64.0.7", sshCommand: "ssh agent@elsewhere" }, "agent@100.64.0.7"],
+    ["sshCommand when there is no sshTarget", { sshCommand: "ssh agent@203.0.113.10" }, "agent@203.0.113.10"],
+  ])("reaches the box through %s", async (_, outputs, target) => {
+    const box = fakeBox({ outputs: { ...outputs, workflow: { timeoutMinutes: 60 } } });
+    await runCycle(box.deps, options());
+    expect(box.calls).toContain(`read ${target} -> success`);
+  });
+
+  test.each(["-oProxyCommand=evil@x", "agent@host extra", "host-without-user"])(
+    "an sshTarget ssh could misread (%s) is refused",
+    async (sshTarget) => {
+      const box = fakeBox({ outputs: { sshTarget, workflow: { timeoutMinutes: 60 } } });
+      const result = await runCycle(box.deps, options());
+      expect(box.calls.filter((c) => c.startsWith("read"))).toEqual([]);
+      expect(result.summary).toContain("has no usable sshTarget output (user@address)");
+      expect(box.calls.at(-1)).toBe("destroy");
+    },
+  );
+
+  test("output that cannot be fetched after success: exit 3 after retries, box destroyed", async () => {
+    const box = fakeBox({
+      states: [ended("success", 0)],
+      fetches: [new Error("ssh exited 1: cat: Permission denied")],
+    });
+    const result = await runCycle(box.deps, options());
+    expect(box.folded()).toEqual([
+      "config",
+      "up",
+      "outputs",
+      `read ${TARGET} -> success`,
+      `write ${RUN_DIR}/state`,
+      `fetch ${TARGET} ${OUTPUT} -> error x3`,
+      "destroy",
+    ]);
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toBe(
+      "workflow dev: cycle error - the workflow ended (success, claude exit 0, ran 12m34s) but its output could not be fetched: ssh exited 1: cat: Permission denied; box destroyed (volume kept)",
+    );
+  });
+
+  test("a transient fetch failure is retried", async () => {
+    const box = fakeBox({ fetches: [new Error("ssh exited 255"), "{}\n"] });
+    expect((await runCycle(box.deps, options())).exitCode).toBe(0);
+  });
+
+  test("a state file without an output path: exit 3, box destroyed", async () => {
+    const box = fakeBox({ states: ["state=success\nexit=0\n"] });
+    const result = await runCycle(box.deps, options());
+    expect(box.calls.some((c) => c.startsWith("fetch"))).toBe(false);
+    expect(result.summary).toContain("the state file names no absolute output path (output=)");
+    expect(result.exitCode).toBe(3);
+  });
+
+  test("destroy failing turns any result into exit 3 with the command to finish it", async () => {
+    const box = fakeBox({ destroyError: new Error("error: hcloud: timeout") });
+    const result = await runCycle(box.deps, options());
+    expect(result.exitCode).toBe(3);
+    expect(result.summary).toBe(
+      `workflow dev: cycle error - success (claude exit 0, ran 12m34s; output in ${RUN_DIR}/output.jsonl), but destroy failed (error: hcloud: timeout) and the box is still running. Run: ${DESTROY_COMMAND}`,
+    );
+  });
+
+  test("an interrupt (Ctrl-C) ends the wait and still destroys the box", async () => {
+    const interrupt = new AbortController();
+    const box = fakeBox({ states: [stateFile("running")], onSleep: (n) => n === 3 && interrupt.abort() });
+    const result = await runCycle(box.deps, options({ signal: interrupt.signal }));
+    expect(box.folded()).toEqual([
+      "config",
+      "up",
+      "outputs",
+      `read ${TARGET} -> running x3`,
+      `write ${RUN_DIR}/state`,
+      "destroy",
+    ]);
+    expect(result.summary).toBe(
+      "workflow dev: cycle error - interrupted while the workflow was running; box destroyed (volume kept)",
+    );
+  });
+
+  test("the poll interval is the option's", async () => {
+    const box = fakeBox({ states: [stateFile("running"), stateFile("running"), ended("success", 0)] });
+    await runCycle(box.deps, options({ pollSeconds: 42 }));
+    expect(box.elapsedMs()).toBe(4 * 60_000 + 2 * 42_000);
+  });
+});
+
+describe("helpers", () => {
+  test("lineSplitter joins chunks split mid-line and hands over the unterminated rest on flush", () => {
+    const lines: string[] = [];
+    const s = lineSplitter((l) => lines.push(l));
+    s.push("Upda");
+    s.push("ting (dev)\r\n+ serv");
+    s.push("er created\n\n");
+    s.push("Outputs:");
+    expect(lines).toEqual(["Updating (dev)", "+ server created", ""]);
+    s.flush();
+    expect(lines).toEqual(["Updating (dev)", "+ server created", "", "Outputs:"]);
+  });
+
+  test.each([
+    ["dev", "dev-20260101T120000Z"],
+    ["acme/agentbox/nightly", "acme_agentbox_nightly-20260101T120000Z"],
+  ])("runDirName(%s)", (stack, name) => {
+    expect(runDirName(stack, T0 + 123)).toBe(name);
+  });
+
+  test.each([
+    [0, "0s"],
+    [59_400, "59s"],
+    [60_000, "1m00s"],
+    [754_000, "12m34s"],
+    [3_723_000, "1h02m03s"],
+  ])("formatDuration(%d) = %s", (ms, text) => {
+    expect(formatDuration(ms)).toBe(text);
+  });
+});
+
+describe("the CLI", () => {
+  test("--help prints the usage and exits 0", () => {
+    const r = spawnSync("npx", ["tsx", "scripts/workflow.ts", "--help"], { encoding: "utf8", timeout: 20_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^usage: npm run workflow -- --stack <name>/);
+    expect(r.stdout).toContain("--poll-seconds");
+  });
+
+  test.each<[string[], unknown]>([
+    [["--stack", "dev"], { help: false, stack: "dev", pollSeconds: 15, keep: false, destroyOnFailure: false }],
+    [
+      ["-s", "dev", "--poll-seconds", "5", "--keep", "--destroy-on-failure"],
+      { help: false, stack: "dev", pollSeconds: 5, keep: true, destroyOnFailure: true },
+    ],
+    [
+      ["--stack=acme/agentbox/dev"],
+      { help: false, stack: "acme/agentbox/dev", pollSeconds: 15, keep: false, destroyOnFailure: false },
+    ],
+    [["--help"], { help: true }],
+  ])("parseCliArgs(%j)", (argv, args) => {
+    expect(parseCliArgs(argv)).toEqual(args);
+  });
+
+  test.each([
+    [[], "--stack <name> is required"],
+    [["--stack", "dev", "--poll-seconds", "0"], "--poll-seconds 0: a whole number of seconds from 1 to 600"],
+    [["--stack", "dev", "--poll-seconds", "1.5"], "--poll-seconds 1.5: a whole number of seconds from 1 to 600"],
+    [["--stack=-x"], "--stack -x: not a stack name"],
+    [["--stack", "dev", "now"], "unexpected argument now"],
+  ])("parseCliArgs(%j) refuses: %s", (argv, message) => {
+    expect(() => parseCliArgs(argv)).toThrow(message);
+  });
+
+  test("ssh never prompts, trusts the new box's host key into the run's own known_hosts, and ends options before the target", () => {
+    expect(sshArgs(TARGET, "/tmp/run/known_hosts", `cat ${STATE_PATH}`)).toEqual([
+      ...["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"],
+      ...["-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile=/tmp/run/known_hosts"],
+      ...["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR"],
+      "--",
+      TARGET,
+      "cat /var/lib/agentbox/workflow/state",
+    ]);
+  });
+
+  test.each([
+    ["/plain/path", "'/plain/path'"],
+    ["/it's $(here)", `'/it'\\''s $(here)'`],
+  ])("shellQuote(%s)", (text, quoted) => {
+    expect(shellQuote(text)).toBe(quoted);
+  });
+});
+
+describe("ssh wiring, against a fake ssh that runs the remote command locally", () => {
+  const savedPath = process.env.PATH;
+  afterEach(() => {
+    process.env.PATH = savedPath;
+  });
+
+  function fakeSsh(): string {
+    const dir = mkdtempSync(join(tmpdir(), "agentbox-fake-ssh-"));
+    // the last argument is the remote command; the one before it the target ("down@..." plays an unreachable box)
+    writeFileSync(
+      join(dir, "ssh"),
+      [
+        "#!/bin/sh",
+        "for a; do target=$cmd; cmd=$a; done",
+        'case $target in down@*) echo "ssh: connect to host box port 22: Connection refused" >&2; exit 255;; esac',
+        'exec sh -c "$cmd"',
+        "",
+      ].join("\n"),
+    );
+    chmodSync(join(dir, "ssh"), 0o755);
+    process.env.PATH = `${dir}:${savedPath}`;
+    return dir;
+  }
+
+  test("a state file that does not exist yet reads as undefined (pending), not as an ssh failure", async () => {
+    const dir = fakeSsh();
+    await expect(sshBox(join(dir, "known_hosts")).readState(TARGET)).resolves.toBeUndefined();
+  });
+
+  test("an unreachable box is an error naming ssh's complaint", async () => {
+    const dir = fakeSsh();
+    await expect(sshBox(join(dir, "known_hosts")).readState("down@box")).rejects.toThrow(
+      `reading ${STATE_PATH}: ssh exited 255: ssh: connect to host box port 22: Connection refused`,
+    );
+  });
+
+  test("fetchFile hands the remote shell the path quoted, whatever it contains", async () => {
+    const dir = fakeSsh();
+    const file = join(dir, "it's $(out).jsonl");
+    writeFileSync(file, '{"a":1}\n');
+    await expect(sshBox(join(dir, "known_hosts")).fetchFile(TARGET, file)).resolves.toBe('{"a":1}\n');
+    await expect(sshBox(join(dir, "known_hosts")).fetchFile(TARGET, join(dir, "missing"))).rejects.toThrow(
+      /ssh exited 1: cat: .*missing/,
+    );
+  });
+});
