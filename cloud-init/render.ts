@@ -7,6 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { gzipSync } from "fflate";
 import { stringify } from "yaml";
 import { CLAUDE_EGRESS_HOSTS, renderFirewall } from "./firewall";
 
@@ -30,6 +31,11 @@ export const BOX_PATHS = {
   statusCommand: "/usr/local/bin/agentbox-status",
   loginBanner: "/etc/profile.d/agentbox.sh",
   provisionLog: "/var/log/agentbox/provision.log",
+  waitReady: "/usr/local/bin/agentbox-wait-ready",
+  workflowUnit: "/etc/systemd/user/agentbox-workflow.service",
+  workflowState: "/var/lib/agentbox/workflow/state",
+  /** Claude Code's managed settings: the notification hooks, beside (never inside) the user's own settings. */
+  claudeManagedSettings: "/etc/claude-code/managed-settings.json",
 } as const;
 
 export const TMUX_SOCKET = "agentbox";
@@ -53,6 +59,14 @@ export interface BoxSpec {
   auth?: { variable: "CLAUDE_CODE_OAUTH_TOKEN" | "ANTHROPIC_API_KEY"; value: string };
   tailscale?: { authKey: string; hostname: string; tags: readonly string[]; ssh: boolean };
   repo?: { url: string; branch?: string };
+  /** Which project and stack the box belongs to (notifications name them). */
+  project: string;
+  stack: string;
+  /** The persistent volume that becomes the agent's home: where its block device shows up. */
+  volume?: { deviceGlob: string };
+  workflow?: { prompt: string; timeoutMinutes: number };
+  notify?: { url: string; token?: string };
+  remoteControl: boolean;
 }
 
 export function homeOf(user: string): string {
@@ -86,6 +100,7 @@ export function envFile(entries: Record<string, string | undefined>): string {
 interface WriteFile {
   path: string;
   content: string;
+  encoding?: "gz+b64";
   owner?: string;
   permissions: string;
   defer?: boolean;
@@ -95,7 +110,7 @@ const claudePlatform = (arch: BoxSpec["arch"]) => (arch === "arm64" ? "linux-arm
 
 /** Packages the box needs beyond the image; curl and ca-certificates are on cloud images but cost nothing to name. */
 export function packagesFor(spec: BoxSpec): string[] {
-  const base = ["tmux", "git", "mosh", "curl", "ca-certificates", "nftables"];
+  const base = ["tmux", "git", "mosh", "curl", "ca-certificates", "nftables", ...(spec.notify ? ["jq"] : [])];
   // npm fetches Claude Code's platform package (the binary itself does not need Node). Only nodejs is installed:
   // the provision script gets npm through corepack, far cheaper than Debian's npm package (see provision.sh).
   return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs"] : [...base, "python3"];
@@ -122,6 +137,13 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     TAILSCALE_SSH: spec.tailscale ? (spec.tailscale.ssh ? "1" : "0") : undefined,
     UNATTENDED_UPGRADES: spec.unattendedUpgrades ? "1" : "0",
     EGRESS: spec.egressAllowlist ? "allowlist" : "open",
+    BOX_PROJECT: spec.project,
+    BOX_STACK: spec.stack,
+    VOLUME: spec.volume ? "1" : undefined,
+    VOLUME_GLOB: spec.volume?.deviceGlob,
+    WORKFLOW: spec.workflow ? "1" : undefined,
+    WORKFLOW_TIMEOUT_MINUTES: spec.workflow ? String(spec.workflow.timeoutMinutes) : undefined,
+    REMOTE_CONTROL: spec.remoteControl ? "1" : undefined,
   });
 
   const agentEnv = envFile({
@@ -137,16 +159,35 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     2,
   )}\n`;
 
+  // Claude Code's hooks, asynchronous so that a slow notification never holds the agent up.
+  const hook = (timeout: number) => ({
+    hooks: [{ type: "command", command: `${lib}/notify hook`, timeout, async: true }],
+  });
+  const managedSettings = `${JSON.stringify(
+    { hooks: { Notification: [hook(30)], Stop: [hook(30)], StopFailure: [hook(30)] } },
+    null,
+    2,
+  )}\n`;
+
   const writeFiles: WriteFile[] = [
     { path: `${lib}/lib.sh`, content: boxFile("lib.sh"), permissions: "0644" },
     { path: `${lib}/provision`, content: boxFile("provision.sh"), permissions: "0755" },
     { path: `${lib}/agent-service`, content: boxFile("agent-service.sh"), permissions: "0755" },
     { path: `${lib}/claude-session`, content: boxFile("claude-session.sh"), permissions: "0755" },
+    { path: `${lib}/notify`, content: boxFile("notify.sh"), permissions: "0755" },
     { path: `${lib}/tmux.conf`, content: boxFile("tmux.conf"), permissions: "0644" },
     { path: BOX_PATHS.statusCommand, content: boxFile("agentbox-status.sh"), permissions: "0755" },
+    { path: BOX_PATHS.waitReady, content: boxFile("wait-ready.sh"), permissions: "0755" },
     { path: BOX_PATHS.loginBanner, content: boxFile("login-banner.sh"), permissions: "0644" },
     { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
+    ...(spec.workflow
+      ? [
+          { path: `${lib}/workflow`, content: boxFile("workflow.sh"), permissions: "0755" },
+          { path: BOX_PATHS.workflowUnit, content: boxFile("agentbox-workflow.service"), permissions: "0644" },
+        ]
+      : []),
+    ...(spec.notify ? [{ path: BOX_PATHS.claudeManagedSettings, content: managedSettings, permissions: "0644" }] : []),
     {
       path: BOX_PATHS.firewall,
       content: renderFirewall({
@@ -197,6 +238,28 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
       permissions: "0600",
       defer: true,
     },
+    ...(spec.notify
+      ? [
+          {
+            path: `${home}/.config/agentbox/notify.env`,
+            content: envFile({ NTFY_URL: spec.notify.url, NTFY_TOKEN: spec.notify.token }),
+            owner: `${spec.user}:${spec.user}`,
+            permissions: "0600",
+            defer: true,
+          },
+        ]
+      : []),
+    ...(spec.workflow
+      ? [
+          {
+            path: `${home}/.config/agentbox/workflow-prompt`,
+            content: spec.workflow.prompt.endsWith("\n") ? spec.workflow.prompt : `${spec.workflow.prompt}\n`,
+            owner: `${spec.user}:${spec.user}`,
+            permissions: "0600",
+            defer: true,
+          },
+        ]
+      : []),
     {
       path: `${home}/.claude.json`,
       content: claudeJson,
@@ -240,9 +303,37 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
   };
 }
 
-/** The #cloud-config text: YAML 1.1-safe (the version cloud-init's PyYAML reads), deterministic for equal specs. */
-export function renderCloudConfig(spec: BoxSpec): string {
-  const body = stringify(buildCloudConfig(spec), {
+/** Files at least this large travel gzip-compressed (cloud-init's `encoding: gz+b64`); smaller ones stay readable. */
+export const COMPRESS_FROM_BYTES = 512;
+
+/**
+ * The bytes of a gz+b64 file. Why fflate and not node:zlib: the user-data must be byte-identical wherever
+ * `pulumi up` runs, or the server is replaced. zlib's output differs between builds (Node 20's and Node 24's
+ * bundled zlib are not the same), while fflate is plain JavaScript, pinned to an exact version in package.json.
+ * The gzip header's time is zero for the same reason.
+ */
+export function gzipForBox(text: string): string {
+  return Buffer.from(gzipSync(Buffer.from(text, "utf8"), { level: 9, mtime: 0 })).toString("base64");
+}
+
+/** The document with its large files compressed: what the cloud receives. */
+export function compressedCloudConfig(spec: BoxSpec): Record<string, unknown> {
+  const doc = buildCloudConfig(spec);
+  const files = (doc.write_files as WriteFile[]).map((f) =>
+    Buffer.byteLength(f.content, "utf8") >= COMPRESS_FROM_BYTES
+      ? { ...f, encoding: "gz+b64", content: gzipForBox(f.content) }
+      : f,
+  );
+  return { ...doc, write_files: files };
+}
+
+/**
+ * The #cloud-config text: YAML 1.1-safe (the version cloud-init's PyYAML reads), deterministic for equal specs.
+ * `readable` leaves every file uncompressed, for people to review (npm run render -- --readable); it may then
+ * exceed the limit, which only applies to what the cloud receives.
+ */
+export function renderCloudConfig(spec: BoxSpec, opts: { readable?: boolean } = {}): string {
+  const body = stringify(opts.readable ? buildCloudConfig(spec) : compressedCloudConfig(spec), {
     version: "1.1",
     lineWidth: 0,
     blockQuote: "literal",
@@ -250,7 +341,7 @@ export function renderCloudConfig(spec: BoxSpec): string {
   });
   const text = `#cloud-config\n${body}`;
   const bytes = Buffer.byteLength(text, "utf8");
-  if (bytes > USER_DATA_LIMIT_BYTES) {
+  if (!opts.readable && bytes > USER_DATA_LIMIT_BYTES) {
     throw new Error(`the rendered user-data is ${bytes} bytes, over Hetzner's ${USER_DATA_LIMIT_BYTES}-byte limit`);
   }
   return text;

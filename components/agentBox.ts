@@ -1,20 +1,30 @@
 import { createHash } from "node:crypto";
+import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as tailscale from "@pulumi/tailscale";
-import { TMUX_SESSION, TMUX_SOCKET, renderCloudConfig } from "../cloud-init/render";
+import { BOX_PATHS, TMUX_SESSION, TMUX_SOCKET, renderCloudConfig } from "../cloud-init/render";
 import type { Cloud } from "./catalogue";
-import { boxSpecOf } from "./boxSpec";
+import { type BoxSecrets, boxSpecOf } from "./boxSpec";
 import { placeholderSshKey } from "./cloudSshKey";
 import { type AgentBoxConfig, defaultHostname } from "./config";
 import { digitalOceanHost } from "./hosts/digitalocean";
 import { hetznerHost } from "./hosts/hetzner";
 import type { Host } from "./hosts/types";
+import { TailnetDeviceCleanup, type TailscaleAuth } from "./tailnetDevice";
+
+/** The stack's own secrets, as they reach the program (Pulumi secrets); the tailnet key is minted here. */
+export type StackSecrets = Omit<BoxSecrets, "tailnetKey">;
 
 export interface AgentBoxArgs {
   /** The validated stack configuration (see components/config.ts). */
   config: AgentBoxConfig;
-  /** Claude Code's credential as a Pulumi secret, when the stack sets one. */
-  agentAuth?: pulumi.Output<string>;
+  /** Claude Code's credential and the ntfy URL and token, when the stack sets them: one Pulumi secret. */
+  secrets?: pulumi.Output<StackSecrets>;
+  /**
+   * Tailscale API credentials (the provider's own), with which destroy removes the box's device from the tailnet.
+   * Without them, destroy leaves the device behind (see components/tailnetDevice.ts).
+   */
+  tailnetApi?: TailscaleAuth & { tailnet: string };
 }
 
 /** A single-use Tailscale key is valid this long: enough for a slow first boot, useless to anyone who reads it later. */
@@ -43,8 +53,8 @@ export function hostFor(cloud: Cloud): Host {
  * `pulumi up`: `recreateIfInvalid: "never"` keeps the provider from minting a new key merely because the old one
  * was used or has expired, which would change the user-data and replace a running box.
  */
-export function tailnetKeyDescription(config: AgentBoxConfig, agentAuth: string | undefined): string {
-  const withoutKey = boxSpecOf(config, { agentAuth, tailnetKey: KEY_PLACEHOLDER });
+export function tailnetKeyDescription(config: AgentBoxConfig, secrets: StackSecrets | undefined): string {
+  const withoutKey = boxSpecOf(config, { ...secrets, tailnetKey: KEY_PLACEHOLDER });
   const digest = createHash("sha256")
     .update(renderCloudConfig(withoutKey))
     .update(`\0${config.cloud}\0${config.image}\0${config.location}`)
@@ -70,12 +80,34 @@ export class AgentBox extends pulumi.ComponentResource {
   public readonly attachCommand: pulumi.Output<string>;
   /** The rendered #cloud-config (a secret: it carries the credentials). */
   public readonly userData: pulumi.Output<string>;
+  /** `user@address` for ssh (what `npm run status` and `npm run workflow` use). */
+  public readonly sshTarget: pulumi.Output<string>;
+  /** The persistent volume's cloud id, when the stack has one. */
+  public readonly volumeId: pulumi.Output<string | undefined>;
+  /** The workflow's settings, when the stack has one (its prompt stays on the box). */
+  public readonly workflow: pulumi.Output<{ timeoutMinutes: number; statePath: string } | undefined>;
+  /** What the readiness wait printed (empty when the stack skips it). */
+  public readonly ready: pulumi.Output<string>;
 
   constructor(name: string, args: AgentBoxArgs, opts?: pulumi.ComponentResourceOptions) {
     super("agentbox:index:AgentBox", name, {}, opts);
     const { config } = args;
 
-    const auth = args.agentAuth ?? pulumi.output<string | undefined>(undefined);
+    const secrets = args.secrets ?? pulumi.output<StackSecrets>({});
+    const description = secrets.apply((x) => tailnetKeyDescription(config, x));
+
+    // Removes the box's tailnet device on destroy, and any offline leftover with its hostname on create, so that
+    // the box keeps its name instead of becoming <name>-1. Replaced (delete first) whenever the server is: the
+    // user-data below depends on it, which makes the engine delete the old server before the old device.
+    const cleanup =
+      config.tailscale.enabled && args.tailnetApi
+        ? new TailnetDeviceCleanup(
+            `${name}-tailnet-device`,
+            { hostname: config.tailscale.hostname, generation: description, ...args.tailnetApi },
+            { parent: this },
+          )
+        : undefined;
+    const cleaned = cleanup ? cleanup.generation : pulumi.output("");
 
     let userData: pulumi.Output<string>;
     if (config.tailscale.enabled) {
@@ -88,15 +120,15 @@ export class AgentBox extends pulumi.ComponentResource {
           tags: config.tailscale.tags,
           expiry: TAILNET_KEY_EXPIRY_SECONDS,
           recreateIfInvalid: "never",
-          description: auth.apply((a) => tailnetKeyDescription(config, a)),
+          description,
         },
         { parent: this },
       );
       userData = pulumi
-        .all([auth, key.key])
-        .apply(([a, k]) => renderCloudConfig(boxSpecOf(config, { agentAuth: a, tailnetKey: k })));
+        .all([secrets, key.key, cleaned])
+        .apply(([x, k]) => renderCloudConfig(boxSpecOf(config, { ...x, tailnetKey: k })));
     } else {
-      userData = auth.apply((a) => renderCloudConfig(boxSpecOf(config, { agentAuth: a })));
+      userData = secrets.apply((x) => renderCloudConfig(boxSpecOf(config, x)));
     }
     // Carries the agent's credential and the tailnet key: secret in state and outputs, whatever fed it.
     this.userData = pulumi.secret(userData);
@@ -112,6 +144,8 @@ export class AgentBox extends pulumi.ComponentResource {
         allowSshFrom: config.allowSshFrom,
         userData: this.userData,
         labels: { project: config.project, stack: config.stack },
+        ...(config.volume ? { volume: config.volume } : {}),
+        ...(cleanup ? { serverDependsOn: [cleanup] } : {}),
       },
       this,
     );
@@ -126,13 +160,24 @@ export class AgentBox extends pulumi.ComponentResource {
     this.ipv4 = host.ipv4;
     this.ipv6 = host.ipv6;
     this.tailnetHostname = pulumi.output(config.tailscale.enabled ? config.tailscale.hostname : undefined);
+    this.volumeId = host.volumeId ?? pulumi.output(undefined);
+    this.workflow = pulumi.output(
+      config.workflow
+        ? { timeoutMinutes: config.workflow.timeoutMinutes, statePath: BOX_PATHS.workflowState }
+        : undefined,
+    );
 
     // Over the tailnet by MagicDNS name when Tailscale is on, else the public address (allowSshFrom must cover you).
     const address = config.tailscale.enabled ? pulumi.output(config.tailscale.hostname) : host.ipv4;
     const attach = `tmux -L ${TMUX_SOCKET} attach -t ${TMUX_SESSION}`;
+    this.sshTarget = pulumi.interpolate`${config.user}@${address}`;
     this.sshCommand = pulumi.interpolate`ssh ${config.user}@${address}`;
     this.moshCommand = pulumi.interpolate`mosh ${config.user}@${address} -- ${attach}`;
     this.attachCommand = pulumi.interpolate`ssh -t ${config.user}@${address} ${attach}`;
+
+    this.ready = config.ready.wait
+      ? this.waitForReady(name, config, address, host.server, host.serverId)
+      : pulumi.output("");
 
     this.registerOutputs({
       cloud: this.cloud,
@@ -143,9 +188,47 @@ export class AgentBox extends pulumi.ComponentResource {
       ipv6: this.ipv6,
       tailnetHostname: this.tailnetHostname,
       sshCommand: this.sshCommand,
+      sshTarget: this.sshTarget,
       moshCommand: this.moshCommand,
       attachCommand: this.attachCommand,
       userData: this.userData,
+      volumeId: this.volumeId,
+      workflow: this.workflow,
+      ready: this.ready,
     });
+  }
+
+  /**
+   * `pulumi up` returns once the box is ready: the agent user runs agentbox-wait-ready over SSH (the user's own
+   * SSH agent holds the key), which prints progress and ends with the box's own error when it fails. A new server
+   * runs it again; an unchanged one does not.
+   */
+  private waitForReady(
+    name: string,
+    config: AgentBoxConfig,
+    address: pulumi.Output<string>,
+    server: pulumi.Resource,
+    serverId: pulumi.Output<string>,
+  ): pulumi.Output<string> {
+    const seconds = config.ready.timeoutMinutes * 60;
+    const wait = new command.remote.Command(
+      `${name}-ready`,
+      {
+        connection: {
+          host: address,
+          user: config.user,
+          // Until sshd (or the tailnet) is up, every dial fails; the provider retries with a growing pause of up
+          // to ~5 s, so this many failures spans about the timeout. The wait itself is bounded on the box too.
+          dialErrorLimit: seconds / 5,
+          perDialTimeout: 10,
+        },
+        create: `${BOX_PATHS.waitReady} --timeout ${seconds}`,
+        triggers: [serverId],
+        logging: "stdoutAndStderr",
+        addPreviousOutputInEnv: false,
+      },
+      { parent: this, dependsOn: [server], customTimeouts: { create: `${config.ready.timeoutMinutes + 5}m` } },
+    );
+    return wait.stdout;
   }
 }

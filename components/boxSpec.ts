@@ -1,16 +1,47 @@
 import type { BoxSpec } from "../cloud-init/render";
+import type { Cloud } from "./catalogue";
 import type { AgentBoxConfig } from "./config";
+import { DIGITALOCEAN_VOLUME_GLOB } from "./hosts/digitalocean";
+import { HETZNER_VOLUME_GLOB } from "./hosts/hetzner";
 
-/** What the box needs to know, from the validated config plus the two secrets that only exist at deploy time. */
-export function boxSpecOf(config: AgentBoxConfig, secrets: { agentAuth?: string; tailnetKey?: string }): BoxSpec {
+/** The secrets the box needs, which exist as plain text only at deploy time (Pulumi secrets until then). */
+export interface BoxSecrets {
+  agentAuth?: string;
+  tailnetKey?: string;
+  ntfyUrl?: string;
+  ntfyToken?: string;
+}
+
+const VOLUME_GLOB: Record<Cloud, string> = { hetzner: HETZNER_VOLUME_GLOB, digitalocean: DIGITALOCEAN_VOLUME_GLOB };
+
+/** The host of an ntfy topic URL (the config has checked its form). */
+export const ntfyHost = (url: string) => new URL(url).hostname;
+
+/** What the box needs to know, from the validated config plus the secrets that only exist at deploy time. */
+export function boxSpecOf(config: AgentBoxConfig, secrets: BoxSecrets): BoxSpec {
   const { auth, tailscale: ts } = config;
+  const notify =
+    config.notify && secrets.ntfyUrl !== undefined
+      ? { url: secrets.ntfyUrl, ...(secrets.ntfyToken !== undefined ? { token: secrets.ntfyToken } : {}) }
+      : undefined;
   return {
+    project: config.project,
+    stack: config.stack,
     user: config.user,
     sudo: config.sudo,
     ...(config.adminUser ? { adminUser: config.adminUser } : {}),
     allowSshFrom: config.allowSshFrom,
     unattendedUpgrades: config.unattendedUpgrades,
-    ...(config.egress.mode === "allowlist" ? { egressAllowlist: { extraHosts: config.egress.extraHosts } } : {}),
+    ...(config.egress.mode === "allowlist"
+      ? {
+          egressAllowlist: {
+            // the agent sends the notifications itself (Claude Code's hooks run as the agent)
+            extraHosts: [
+              ...new Set([...config.egress.extraHosts, ...(config.notify ? [ntfyHost(config.notify.url)] : [])]),
+            ],
+          },
+        }
+      : {}),
     sshPublicKeys: config.sshPublicKeys,
     arch: config.serverType.arch,
     claudeCode: config.claudeCode,
@@ -27,5 +58,11 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: { agentAuth?: string;
       ? { tailscale: { authKey: secrets.tailnetKey, hostname: ts.hostname, tags: ts.tags, ssh: ts.ssh } }
       : {}),
     ...(config.repo ? { repo: config.repo } : {}),
+    ...(config.volume ? { volume: { deviceGlob: VOLUME_GLOB[config.cloud] } } : {}),
+    ...(config.workflow
+      ? { workflow: { prompt: config.workflow.prompt, timeoutMinutes: config.workflow.timeoutMinutes } }
+      : {}),
+    ...(notify ? { notify } : {}),
+    remoteControl: config.remoteControl,
   };
 }

@@ -36,6 +36,8 @@ export interface CloudCatalogue {
   types: readonly ServerType[];
   /** Names no longer sold, with what replaced them, so that an old config gets a useful answer. */
   retired?: Readonly<Record<string, string>>;
+  /** Block-storage volumes: where the cloud offers them, the sizes it accepts, and what a kept one costs. */
+  volumes: { locations: readonly string[]; minGb: number; maxGb: number; pricePerGbMonth: string };
 }
 
 const HETZNER_EU = ["fsn1", "nbg1", "hel1"] as const;
@@ -48,6 +50,8 @@ export const hetznerCatalogue: CloudCatalogue = {
   source: "Hetzner Cloud price list (server types, EUR/month excl. VAT incl. IPv4)",
   locations: HETZNER_ALL,
   defaultLocation: "fsn1",
+  // Volumes are offered in every Hetzner Cloud location; 10 GB is the smallest, 10 TB the largest.
+  volumes: { locations: HETZNER_ALL, minGb: 10, maxGb: 10240, pricePerGbMonth: "about 0.05 EUR" },
   images: { debian13: "debian-13", ubuntu2404: "ubuntu-24.04" },
   // The cx22–cx52 and cpx11–cpx51 generation was retired around the end of 2025.
   retired: { cx42: "cx43", cx52: "cx53", cpx41: "cpx42", cpx51: "cpx62" },
@@ -156,6 +160,8 @@ export const digitalOceanCatalogue: CloudCatalogue = {
   asOf: "2026-08-15",
   source: "DigitalOcean sizes API (USD/month)",
   locations: DO_REGIONS,
+  // Block storage in every region of this catalogue; 1 GB to 16 TB.
+  volumes: { locations: DO_REGIONS, minGb: 1, maxGb: 16384, pricePerGbMonth: "0.10 USD" },
   defaultLocation: "fra1",
   images: { debian13: "debian-13-x64", ubuntu2404: "ubuntu-24-04-x64" },
   // DigitalOcean sells every size below in every listed region; some accounts must ask support before 16 GB+ droplets.

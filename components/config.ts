@@ -5,6 +5,7 @@
  * ConfigError whose lines each name the key, the value and the fix. Secret values are validated too, but never
  * echoed back.
  */
+import { readFileSync } from "node:fs";
 import * as z from "zod";
 import { type Cloud, type CloudCatalogue, type ServerType, catalogueFor, cheapestType } from "./catalogue";
 
@@ -14,6 +15,12 @@ export const NAMESPACE = "agentbox";
 export const DEFAULT_CLAUDE_CODE_VERSION = "2.1.332";
 export const MIN_MEMORY_GB = 16;
 export const MAX_MEMORY_GB = 32;
+/** Claude Code's Remote Control arrived in this release. */
+export const REMOTE_CONTROL_MIN_VERSION = "2.1.51";
+export const DEFAULT_READY_TIMEOUT_MINUTES = 15;
+export const DEFAULT_WORKFLOW_TIMEOUT_MINUTES = 60;
+/** A workflow may run for a week at most: beyond that a box is not "ending itself". */
+export const MAX_WORKFLOW_TIMEOUT_MINUTES = 7 * 24 * 60;
 
 export type ClaudeInstallMethod = "npm" | "download";
 export type AgentAuth =
@@ -43,6 +50,16 @@ export interface AgentBoxConfig {
   claudeCode: { version: string; installMethod: ClaudeInstallMethod };
   auth: AgentAuth;
   repo?: { url: string; branch?: string };
+  /** `pulumi up` waits (over SSH) until cloud-init is done and the agent runs, at most this long. */
+  ready: { wait: boolean; timeoutMinutes: number };
+  /** A persistent volume for the workspace and Claude Code's history, kept when the box is destroyed. */
+  volume?: { sizeGb: number };
+  /** A headless Claude Code run the box starts once it is ready. */
+  workflow?: { prompt: string; from: "workflowPrompt" | "workflowPromptFile"; timeoutMinutes: number };
+  /** Push notifications to an ntfy topic (the URL names the topic; both values are secrets). */
+  notify?: { url: string; token?: string };
+  /** Claude Code's Remote Control: continue the box's session from the Claude app. */
+  remoteControl: boolean;
   /** Things worth saying that are not errors (printed with pulumi.log.warn). */
   warnings: string[];
 }
@@ -82,9 +99,18 @@ export const CONFIG_KEYS = [
   "anthropicApiKey",
   "repoUrl",
   "repoBranch",
+  "waitForReady",
+  "readyTimeoutMinutes",
+  "volumeGb",
+  "workflowPrompt",
+  "workflowPromptFile",
+  "workflowTimeoutMinutes",
+  "ntfyUrl",
+  "ntfyToken",
+  "remoteControl",
 ] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
-export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey"];
+export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey", "ntfyUrl", "ntfyToken"];
 
 /** Raw stack config: key (without namespace) → the string Pulumi stores (lists arrive as JSON text). */
 export type RawConfig = Partial<Record<string, string>>;
@@ -179,6 +205,40 @@ const boolKey = (key: ConfigKey, dflt: boolean) =>
       .default(dflt),
   );
 
+/** A whole number in [min, max]; unset gives the default (undefined: not set). */
+const intKey = (key: ConfigKey, opts: { min: number; max: number; dflt?: number; unit: string; example: number }) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return opts.dflt;
+      const n = Number(v.trim());
+      const fix = `Fix: ${set(key, String(opts.example))}`;
+      if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `${NAMESPACE}:${key}: ${show(v)} is not a whole number of ${opts.unit}. ${fix}`,
+        });
+        return z.NEVER;
+      }
+      if (n < opts.min || n > opts.max) {
+        ctx.addIssue({
+          code: "custom",
+          message: `${NAMESPACE}:${key}: ${n} is outside ${opts.min}–${opts.max} ${opts.unit}. ${fix}`,
+        });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+/** a.b.c >= x.y.z */
+function versionAtLeast(v: string, min: string): boolean {
+  const a = v.split(".").map(Number);
+  const b = min.split(".").map(Number);
+  for (let i = 0; i < 3; i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) > (b[i] ?? 0);
+  return true;
+}
+
 function ipv4Octets(addr: string): number[] | undefined {
   const parts = addr.split(".");
   if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p))) return undefined;
@@ -234,6 +294,8 @@ const listOf = (key: ConfigKey, example: string) =>
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
+// https://host[:port]/topic (ntfy topics: letters, digits, "-" and "_", at most 64); no credentials in the URL.
+const NTFY_URL = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9_-]{1,64}$/;
 const TAG = /^tag:[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
 // Claude Code tokens and Anthropic API keys are URL-safe base64-ish text; anything else is a paste accident.
@@ -454,6 +516,39 @@ function schemaFor(project: string, stack: string) {
           error: (i) =>
             `${k("repoBranch")}: ${show(String(i.input))} is not a valid branch name. Fix: ${set("repoBranch", "main")}`,
         }),
+      waitForReady: boolKey("waitForReady", true),
+      readyTimeoutMinutes: intKey("readyTimeoutMinutes", {
+        min: 1,
+        max: 120,
+        dflt: DEFAULT_READY_TIMEOUT_MINUTES,
+        unit: "minutes",
+        example: DEFAULT_READY_TIMEOUT_MINUTES,
+      }),
+      // 0 means "no volume"; the cloud's own limits are checked with the location below
+      volumeGb: intKey("volumeGb", { min: 0, max: 16384, unit: "GB", example: 20 }),
+      workflowPrompt: z.string().optional(),
+      workflowPromptFile: z.string().optional(),
+      workflowTimeoutMinutes: intKey("workflowTimeoutMinutes", {
+        min: 1,
+        max: MAX_WORKFLOW_TIMEOUT_MINUTES,
+        unit: "minutes",
+        example: DEFAULT_WORKFLOW_TIMEOUT_MINUTES,
+      }),
+      ntfyUrl: z
+        .string()
+        .optional()
+        .superRefine((v, ctx) => {
+          if (v === undefined) return;
+          // never echoed: on a public ntfy server the topic name is the only password
+          if (!NTFY_URL.test(v)) {
+            ctx.addIssue({
+              code: "custom",
+              message: `${k("ntfyUrl")}: the value (hidden) is not an ntfy topic URL (https://host/topic, the topic being letters, digits, "-" and "_"; no spaces, query or user:password). Fix: pulumi config set --secret ${k("ntfyUrl")} https://ntfy.sh/<a long random topic>`,
+            });
+          }
+        }),
+      ntfyToken: secret("ntfyToken", "ntfy access token"),
+      remoteControl: boolKey("remoteControl", false),
     })
     .superRefine((c, ctx) => {
       if (c.claudeOauthToken && c.anthropicApiKey) {
@@ -503,6 +598,53 @@ function schemaFor(project: string, stack: string) {
             code: "custom",
             path: ["tailscale"],
             message: `${k("tailscale")}: false, but ${k(key)} is set, which only applies with Tailscale. Fix: pulumi config rm ${k(key)}, or ${set("tailscale", "true")}`,
+          });
+        }
+      }
+      if (c.workflowPrompt !== undefined && c.workflowPromptFile !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["workflowPrompt"],
+          message: `${k("workflowPrompt")}: set together with ${k("workflowPromptFile")}; a workflow has one prompt. Fix: pulumi config rm ${k("workflowPrompt")} (or rm ${k("workflowPromptFile")})`,
+        });
+      }
+      if (
+        c.workflowTimeoutMinutes !== undefined &&
+        c.workflowPrompt === undefined &&
+        c.workflowPromptFile === undefined
+      ) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["workflowTimeoutMinutes"],
+          message: `${k("workflowTimeoutMinutes")}: set, but the stack has no workflow prompt. Fix: ${set("workflowPrompt", '"Fix the failing tests and commit"')} or ${set("workflowPromptFile", "prompts/nightly.md")}, or pulumi config rm ${k("workflowTimeoutMinutes")}`,
+        });
+      }
+      if (c.ntfyToken !== undefined && c.ntfyUrl === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["ntfyToken"],
+          message: `${k("ntfyToken")}: set without ${k("ntfyUrl")}, so there is nowhere to send notifications. Fix: pulumi config set --secret ${k("ntfyUrl")} https://ntfy.sh/<topic>, or pulumi config rm ${k("ntfyToken")}`,
+        });
+      }
+      if (c.remoteControl) {
+        const login =
+          c.anthropicApiKey !== undefined
+            ? "anthropicApiKey"
+            : c.claudeOauthToken !== undefined
+              ? "claudeOauthToken"
+              : undefined;
+        if (login) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["remoteControl"],
+            message: `${k("remoteControl")}: true, but ${k(login)} is set; Remote Control needs a full claude.ai login (Pro, Max, Team or Enterprise) and is off whenever Claude Code runs on ${login === "anthropicApiKey" ? "an API key" : "a setup-token token"}. Fix: pulumi config rm ${k(login)}, then after pulumi up log in once on the box (attach, then /login); or ${set("remoteControl", "false")}`,
+          });
+        }
+        if (!versionAtLeast(c.claudeCodeVersion, REMOTE_CONTROL_MIN_VERSION)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["remoteControl"],
+            message: `${k("remoteControl")}: true, but ${k("claudeCodeVersion")} ${c.claudeCodeVersion} predates Remote Control (${REMOTE_CONTROL_MIN_VERSION}). Fix: ${set("claudeCodeVersion", DEFAULT_CLAUDE_CODE_VERSION)}`,
           });
         }
       }
@@ -631,7 +773,10 @@ function checkPlacement(raw: RawConfig): {
  * Validates raw stack config. `raw` holds every `agentbox:*` key the stack sets, keyed without the namespace.
  * Throws ConfigError listing every problem at once, so one `pulumi up` shows them all.
  */
-export function parseConfig(given: RawConfig, ctx: { project: string; stack: string }): AgentBoxConfig {
+export function parseConfig(
+  given: RawConfig,
+  ctx: { project: string; stack: string; readFile?: (path: string) => string },
+): AgentBoxConfig {
   // An empty value means "not set" (`pulumi new` stores the template's empty defaults that way).
   const raw: RawConfig = Object.fromEntries(
     Object.entries(given).filter(([, v]) => v !== undefined && v.trim() !== ""),
@@ -650,6 +795,10 @@ export function parseConfig(given: RawConfig, ctx: { project: string; stack: str
   // Where the box goes is checked even when other keys are wrong, so that one run reports everything.
   const placement = checkPlacement(raw);
   problems.push(...placement.problems);
+  const volumeGb = parsed.success ? (parsed.data.volumeGb ?? 0) : 0;
+  if (volumeGb > 0) problems.push(...volumeProblems(placement.catalogue, placement.location, volumeGb));
+  const prompt = parsed.success ? workflowPrompt(parsed.data, ctx.readFile ?? ((f) => readFileSync(f, "utf8"))) : {};
+  if (prompt.problem) problems.push(prompt.problem);
   if (!parsed.success || problems.length > 0 || !placement.type) throw new ConfigError(problems);
   const c = parsed.data;
   const { catalogue, location, image } = placement;
@@ -696,8 +845,81 @@ export function parseConfig(given: RawConfig, ctx: { project: string; stack: str
     claudeCode: { version: c.claudeCodeVersion, installMethod: c.claudeInstallMethod },
     auth,
     repo: c.repoUrl ? { url: c.repoUrl, ...(c.repoBranch ? { branch: c.repoBranch } : {}) } : undefined,
+    ready: { wait: c.waitForReady, timeoutMinutes: c.readyTimeoutMinutes ?? DEFAULT_READY_TIMEOUT_MINUTES },
+    volume: volumeGb > 0 ? { sizeGb: volumeGb } : undefined,
+    workflow:
+      prompt.text !== undefined && prompt.from
+        ? {
+            prompt: prompt.text,
+            from: prompt.from,
+            timeoutMinutes: c.workflowTimeoutMinutes ?? DEFAULT_WORKFLOW_TIMEOUT_MINUTES,
+          }
+        : undefined,
+    notify: c.ntfyUrl ? { url: c.ntfyUrl, ...(c.ntfyToken ? { token: c.ntfyToken } : {}) } : undefined,
+    remoteControl: c.remoteControl,
     warnings,
   };
+}
+
+/** Volume size and place against the cloud's own limits (the schema has already checked it is a number). */
+function volumeProblems(catalogue: CloudCatalogue, location: string, sizeGb: number): string[] {
+  const v = catalogue.volumes;
+  const key = `${NAMESPACE}:volumeGb`;
+  if (!catalogue.locations.includes(location)) return []; // the location's own problem is reported already
+  if (!v.locations.includes(location)) {
+    return [
+      `${key}: ${catalogue.cloud} offers no volumes in ${location}; it does in ${v.locations.join(", ")}. Fix: ${set("location", v.locations[0] ?? catalogue.defaultLocation)}, or pulumi config rm ${key}`,
+    ];
+  }
+  if (sizeGb < v.minGb || sizeGb > v.maxGb) {
+    return [
+      `${key}: ${sizeGb} GB is outside what ${catalogue.cloud} accepts for a volume (${v.minGb}–${v.maxGb} GB). Fix: ${set("volumeGb", String(Math.max(v.minGb, 20)))}`,
+    ];
+  }
+  return [];
+}
+
+/** The prompt travels in the user-data, which Hetzner caps at 32 KiB in all. */
+export const MAX_PROMPT_BYTES = 4096;
+
+/** The workflow's prompt, inline or from a file (read relative to the project directory). */
+function workflowPrompt(
+  c: { workflowPrompt?: string; workflowPromptFile?: string },
+  readFile: (path: string) => string,
+): { text?: string; from?: "workflowPrompt" | "workflowPromptFile"; problem?: string } {
+  const key = (k: string) => `${NAMESPACE}:${k}`;
+  if (c.workflowPrompt !== undefined && c.workflowPromptFile !== undefined) return {}; // reported by the schema
+  if (c.workflowPrompt !== undefined) {
+    const bytes = Buffer.byteLength(c.workflowPrompt, "utf8");
+    if (bytes > MAX_PROMPT_BYTES) {
+      return {
+        problem: `${key("workflowPrompt")}: ${bytes} bytes; a workflow prompt may be ${MAX_PROMPT_BYTES / 1024} KiB at most (it travels in the server's user-data). Fix: shorten it, or commit the details to the repository and point the prompt at them`,
+      };
+    }
+    return { text: c.workflowPrompt, from: "workflowPrompt" };
+  }
+  if (c.workflowPromptFile === undefined) return {};
+  let text: string;
+  try {
+    text = readFile(c.workflowPromptFile);
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? String(e);
+    return {
+      problem: `${key("workflowPromptFile")}: ${show(c.workflowPromptFile)} cannot be read (${why}; paths are relative to the project directory). Fix: ${set("workflowPromptFile", "prompts/task.md")} naming an existing file, or use ${key("workflowPrompt")}`,
+    };
+  }
+  if (text.trim() === "") {
+    return {
+      problem: `${key("workflowPromptFile")}: ${show(c.workflowPromptFile)} is empty, so the workflow would have no prompt. Fix: write the task into it, or pulumi config rm ${key("workflowPromptFile")}`,
+    };
+  }
+  // The prompt travels in the user-data, which the clouds cap at 32 KiB (Hetzner) in all.
+  if (Buffer.byteLength(text, "utf8") > MAX_PROMPT_BYTES) {
+    return {
+      problem: `${key("workflowPromptFile")}: ${show(c.workflowPromptFile)} is ${Buffer.byteLength(text, "utf8")} bytes; a workflow prompt may be ${MAX_PROMPT_BYTES / 1024} KiB at most (it travels in the server's user-data). Fix: shorten it, or commit the details to the repository and point the prompt at them`,
+    };
+  }
+  return { text, from: "workflowPromptFile" };
 }
 
 /**

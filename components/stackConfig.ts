@@ -1,5 +1,32 @@
 import * as pulumi from "@pulumi/pulumi";
+import { USER_DATA_LIMIT_BYTES, renderCloudConfig } from "../cloud-init/render";
+import { boxSpecOf } from "./boxSpec";
 import { type AgentBoxConfig, ConfigError, NAMESPACE, type RawConfig, credentialProblems, parseConfig } from "./config";
+
+/** As long as a real tailnet auth key (they are about 60 characters), so that the size check below is honest. */
+const KEY_OF_REAL_LENGTH = `tskey-auth-${"x".repeat(60)}`;
+
+/**
+ * The user-data this config makes, measured before anything is created: Hetzner refuses more than 32 KiB, and
+ * only what the user wrote (a workflow prompt, many keys or hosts) can push it over.
+ */
+export function userDataProblem(config: AgentBoxConfig): string | undefined {
+  try {
+    renderCloudConfig(
+      boxSpecOf(config, {
+        agentAuth: config.auth.kind === "none" ? undefined : config.auth.value,
+        ntfyUrl: config.notify?.url,
+        ntfyToken: config.notify?.token,
+        tailnetKey: config.tailscale.enabled ? KEY_OF_REAL_LENGTH : undefined,
+      }),
+    );
+    return undefined;
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    const key = config.workflow ? config.workflow.from : "sshPublicKeys";
+    return `${NAMESPACE}:${key}: ${why} (${USER_DATA_LIMIT_BYTES} bytes at most). Fix: shorten ${NAMESPACE}:${key}${config.workflow ? " (commit the details to the repository and point the prompt at them)" : ""}`;
+  }
+}
 
 /**
  * Reads and validates this stack's configuration; throws ConfigError before anything is created.
@@ -11,8 +38,11 @@ export function loadStackConfig(): AgentBoxConfig {
   for (const [key, value] of Object.entries(all)) {
     if (key.startsWith(`${NAMESPACE}:`)) raw[key.slice(NAMESPACE.length + 1)] = value;
   }
+  // a workflow prompt file is read relative to the project directory, where Pulumi runs the program
   const config = parseConfig(raw, { project: pulumi.getProject(), stack: pulumi.getStack() });
   const problems = credentialProblems(config, all, process.env);
+  const size = userDataProblem(config);
+  if (size) problems.push(size);
   if (problems.length) throw new ConfigError(problems);
   return config;
 }

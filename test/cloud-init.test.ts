@@ -4,11 +4,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { parse } from "yaml";
+import { createHash } from "node:crypto";
+import { gunzipSync } from "node:zlib";
 import {
   BOX_PATHS,
   type BoxSpec,
+  COMPRESS_FROM_BYTES,
   USER_DATA_LIMIT_BYTES,
   buildCloudConfig,
+  compressedCloudConfig,
+  gzipForBox,
   envFile,
   packagesFor,
   renderCloudConfig,
@@ -19,6 +24,9 @@ const FILES = join(__dirname, "..", "cloud-init", "files");
 const FIXTURES = join(__dirname, "fixtures");
 
 const base: BoxSpec = {
+  project: "agentbox",
+  stack: "dev",
+  remoteControl: false,
   user: "agent",
   sudo: false,
   adminUser: "agent-admin",
@@ -51,6 +59,14 @@ const variants: Record<string, BoxSpec> = {
     tailscale: { ...base.tailscale!, ssh: true, tags: ["tag:agentbox", "tag:dev"] },
     repo: { url: "git@github.com:you/repo.git", branch: "feature/x" },
     egressAllowlist: { extraHosts: ["pypi.org"] },
+  },
+  "volume, workflow, notifications, Remote Control": {
+    ...base,
+    auth: undefined,
+    remoteControl: true,
+    volume: { deviceGlob: "/dev/disk/by-id/scsi-0HC_Volume_*" },
+    workflow: { prompt: "Run the tests.\nFix what fails: don't skip tests.", timeoutMinutes: 45 },
+    notify: { url: "https://ntfy.sh/agentbox-fixture-topic", token: "tk_fixture0000000000000000000000" },
   },
 };
 
@@ -90,7 +106,6 @@ describe("the document", () => {
     const d = doc(base);
     expect(d.ssh_pwauth).toBe(false);
     expect(d.disable_root).toBe(true);
-    expect(file(base, BOX_PATHS.sshd)?.content).toBe(readFileSync(join(FILES, "sshd.conf"), "utf8"));
     expect(file(base, BOX_PATHS.sshd)?.content).toMatch(/^PasswordAuthentication no$/m);
     expect(file(base, BOX_PATHS.sshd)?.content).toMatch(/^PermitRootLogin no$/m);
   });
@@ -110,7 +125,12 @@ describe("the document", () => {
   });
 
   test("places every script and unit from cloud-init/files verbatim", () => {
-    const full = { ...base, egressAllowlist: { extraHosts: [] } };
+    const full: BoxSpec = {
+      ...base,
+      egressAllowlist: { extraHosts: [] },
+      workflow: { prompt: "p", timeoutMinutes: 1 },
+      notify: { url: "https://ntfy.sh/t" },
+    };
     const placed: Record<string, string> = {
       "lib.sh": `${BOX_PATHS.lib}/lib.sh`,
       "provision.sh": `${BOX_PATHS.lib}/provision`,
@@ -127,6 +147,10 @@ describe("the document", () => {
       "login-banner.sh": BOX_PATHS.loginBanner,
       "agentbox-egress.service": BOX_PATHS.egressService,
       "agentbox-egress.timer": BOX_PATHS.egressTimer,
+      "notify.sh": `${BOX_PATHS.lib}/notify`,
+      "wait-ready.sh": BOX_PATHS.waitReady,
+      "workflow.sh": `${BOX_PATHS.lib}/workflow`,
+      "agentbox-workflow.service": BOX_PATHS.workflowUnit,
     };
     expect(Object.keys(placed).sort()).toEqual(readdirSync(FILES).sort());
     for (const [name, path] of Object.entries(placed)) {
@@ -144,8 +168,10 @@ describe("the document", () => {
       "/usr/local/lib/agentbox/provision - 0755 false",
       "/usr/local/lib/agentbox/agent-service - 0755 false",
       "/usr/local/lib/agentbox/claude-session - 0755 false",
+      "/usr/local/lib/agentbox/notify - 0755 false",
       "/usr/local/lib/agentbox/tmux.conf - 0644 false",
       "/usr/local/bin/agentbox-status - 0755 false",
+      "/usr/local/bin/agentbox-wait-ready - 0755 false",
       "/etc/profile.d/agentbox.sh - 0644 false",
       "/etc/systemd/user/claude-agent.service - 0644 false",
       "/etc/ssh/sshd_config.d/01-agentbox.conf - 0644 false",
@@ -176,6 +202,8 @@ describe("the document", () => {
         "TAILSCALE_SSH=0",
         "UNATTENDED_UPGRADES=1",
         "EGRESS=open",
+        "BOX_PROJECT=agentbox",
+        "BOX_STACK=dev",
         "",
       ].join("\n"),
     );
@@ -214,6 +242,83 @@ describe("the document", () => {
     expect(file(base, BOX_PATHS.egressHosts)).toBeUndefined();
   });
 
+  test("volume, workflow, notifications and Remote Control reach the box as settings and private files", () => {
+    const full = variants["volume, workflow, notifications, Remote Control"]!;
+    const env = file(full, BOX_PATHS.boxEnv)!.content;
+    expect(env).toContain("VOLUME=1\nVOLUME_GLOB=/dev/disk/by-id/scsi-0HC_Volume_*\n");
+    expect(env).toContain("WORKFLOW=1\nWORKFLOW_TIMEOUT_MINUTES=45\n");
+    expect(env).toContain("REMOTE_CONTROL=1\n");
+    expect(env).not.toContain("ntfy");
+    expect(file(full, "/home/agent/.config/agentbox/notify.env")).toEqual({
+      path: "/home/agent/.config/agentbox/notify.env",
+      content: "NTFY_URL=https://ntfy.sh/agentbox-fixture-topic\nNTFY_TOKEN=tk_fixture0000000000000000000000\n",
+      owner: "agent:agent",
+      permissions: "0600",
+      defer: true,
+    });
+    expect(file(full, "/home/agent/.config/agentbox/workflow-prompt")).toMatchObject({
+      content: "Run the tests.\nFix what fails: don't skip tests.\n",
+      permissions: "0600",
+      owner: "agent:agent",
+    });
+    expect(packagesFor(full)).toContain("jq");
+    expect(packagesFor(base)).not.toContain("jq");
+    // none of it without the settings
+    for (const path of [
+      BOX_PATHS.workflowUnit,
+      BOX_PATHS.claudeManagedSettings,
+      "/home/agent/.config/agentbox/notify.env",
+    ])
+      expect(file(base, path), path).toBeUndefined();
+    expect(file(base, BOX_PATHS.boxEnv)!.content).not.toMatch(/VOLUME|WORKFLOW|REMOTE_CONTROL/);
+  });
+
+  test("notification hooks: Claude Code's documented settings shape, asynchronous, in managed settings", () => {
+    const full = variants["volume, workflow, notifications, Remote Control"]!;
+    const settings = JSON.parse(file(full, BOX_PATHS.claudeManagedSettings)!.content) as {
+      hooks: Record<
+        string,
+        { matcher?: string; hooks: { type: string; command: string; timeout: number; async: boolean }[] }[]
+      >;
+    };
+    expect(Object.keys(settings)).toEqual(["hooks"]);
+    expect(Object.keys(settings.hooks).sort()).toEqual(["Notification", "Stop", "StopFailure"]);
+    for (const [event, groups] of Object.entries(settings.hooks)) {
+      expect(groups, event).toHaveLength(1);
+      expect(groups[0]!.hooks, event).toEqual([
+        { type: "command", command: `${BOX_PATHS.lib}/notify hook`, timeout: 30, async: true },
+      ]);
+    }
+  });
+
+  test("large files travel compressed, and decompress to exactly the built document", () => {
+    const full = variants["volume, workflow, notifications, Remote Control"]!;
+    const sent = parse(renderCloudConfig(full), { version: "1.1" }) as {
+      write_files: WriteFile[] & { encoding?: string }[];
+    };
+    const built = doc(full).write_files;
+    expect(sent.write_files.map((f) => f.path)).toEqual(built.map((f) => f.path));
+    const compressed = sent.write_files.filter((f) => (f as { encoding?: string }).encoding === "gz+b64");
+    expect(compressed.map((f) => f.path)).toContain(`${BOX_PATHS.lib}/provision`);
+    for (const f of sent.write_files) {
+      const original = built.find((b) => b.path === f.path)!;
+      const text = (f as { encoding?: string }).encoding
+        ? gunzipSync(Buffer.from(f.content, "base64")).toString("utf8")
+        : f.content;
+      expect(text, f.path).toBe(original.content);
+      expect((f as { encoding?: string }).encoding !== undefined, f.path).toBe(
+        Buffer.byteLength(original.content) >= COMPRESS_FROM_BYTES,
+      );
+    }
+    // the readable rendering is the same document without the encoding
+    expect(parse(renderCloudConfig(full, { readable: true }), { version: "1.1" })).toEqual(buildCloudConfig(full));
+  });
+
+  test("compression is byte-stable: a pinned digest of a known input (a change would replace every server)", () => {
+    const sample = "#!/bin/bash\necho agentbox\n".repeat(40);
+    expect(createHash("sha256").update(gzipForBox(sample)).digest("hex").slice(0, 16)).toBe("6b4970bdafeea122");
+  });
+
   test("Claude Code starts without a human: onboarding done, the workspace trusted", () => {
     expect(JSON.parse(file(base, "/home/agent/.claude.json")!.content)).toEqual({
       hasCompletedOnboarding: true,
@@ -237,7 +342,7 @@ describe("the rendered text", () => {
   test.each(Object.entries(variants))("%s: YAML 1.1 reads back exactly the document that was built", (_, spec) => {
     const text = renderCloudConfig(spec);
     expect(text.startsWith("#cloud-config\n")).toBe(true);
-    expect(parse(text, { version: "1.1" })).toEqual(buildCloudConfig(spec));
+    expect(parse(text, { version: "1.1" })).toEqual(compressedCloudConfig(spec));
   });
 
   test("values that YAML 1.1 would retype stay strings", () => {
@@ -258,9 +363,9 @@ describe("the rendered text", () => {
     );
   });
 
-  test("matches the reviewed fixture (UPDATE_FIXTURES=1 rewrites it)", () => {
+  test("matches the reviewed fixture, readable (UPDATE_FIXTURES=1 rewrites it)", () => {
     const path = join(FIXTURES, "user-data.default.yaml");
-    const text = renderCloudConfig(base);
+    const text = renderCloudConfig(base, { readable: true });
     if (process.env.UPDATE_FIXTURES === "1") writeFileSync(path, text);
     expect(text).toBe(readFileSync(path, "utf8"));
   });

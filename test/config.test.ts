@@ -601,6 +601,118 @@ const BAD: Bad[] = [
     problems: ["agentbox:flavour: not a setting agentbox knows. Fix: pulumi config rm agentbox:flavour"],
   },
 
+  // the box's life: readiness wait, volume, workflow
+  {
+    name: "waitForReady not a boolean",
+    raw: { ...ok, waitForReady: "sometimes" },
+    problems: [
+      'agentbox:waitForReady: "sometimes" is not true or false. Fix: pulumi config set agentbox:waitForReady true',
+    ],
+  },
+  {
+    name: "readyTimeoutMinutes zero",
+    raw: { ...ok, readyTimeoutMinutes: "0" },
+    problems: [
+      "agentbox:readyTimeoutMinutes: 0 is outside 1–120 minutes. Fix: pulumi config set agentbox:readyTimeoutMinutes 15",
+    ],
+  },
+  {
+    name: "readyTimeoutMinutes not a number",
+    raw: { ...ok, readyTimeoutMinutes: "10m" },
+    problems: [
+      'agentbox:readyTimeoutMinutes: "10m" is not a whole number of minutes. Fix: pulumi config set agentbox:readyTimeoutMinutes 15',
+    ],
+  },
+  {
+    name: "volume below Hetzner's minimum",
+    raw: { ...ok, volumeGb: "5" },
+    problems: [
+      "agentbox:volumeGb: 5 GB is outside what hetzner accepts for a volume (10–10240 GB). Fix: pulumi config set agentbox:volumeGb 20",
+    ],
+  },
+  {
+    name: "volume size not a number",
+    raw: { ...ok, volumeGb: "20GB" },
+    problems: ['agentbox:volumeGb: "20GB" is not a whole number of GB. Fix: pulumi config set agentbox:volumeGb 20'],
+  },
+  {
+    name: "volume beyond any cloud's maximum",
+    raw: { ...ok, cloud: "digitalocean", volumeGb: "20000" },
+    problems: ["agentbox:volumeGb: 20000 is outside 0–16384 GB. Fix: pulumi config set agentbox:volumeGb 20"],
+  },
+  {
+    name: "workflow timeout without a prompt",
+    raw: { ...ok, workflowTimeoutMinutes: "30" },
+    problems: [
+      'agentbox:workflowTimeoutMinutes: set, but the stack has no workflow prompt. Fix: pulumi config set agentbox:workflowPrompt "Fix the failing tests and commit" or pulumi config set agentbox:workflowPromptFile prompts/nightly.md, or pulumi config rm agentbox:workflowTimeoutMinutes',
+    ],
+  },
+  {
+    name: "workflow timeout of zero",
+    raw: { ...ok, workflowPrompt: "Run the tests", workflowTimeoutMinutes: "0" },
+    problems: [
+      "agentbox:workflowTimeoutMinutes: 0 is outside 1–10080 minutes. Fix: pulumi config set agentbox:workflowTimeoutMinutes 60",
+    ],
+  },
+  {
+    name: "workflow prompt twice",
+    raw: { ...ok, workflowPrompt: "Run the tests", workflowPromptFile: "test/fixtures/prompt.md" },
+    problems: [
+      "agentbox:workflowPrompt: set together with agentbox:workflowPromptFile; a workflow has one prompt. Fix: pulumi config rm agentbox:workflowPrompt (or rm agentbox:workflowPromptFile)",
+    ],
+  },
+  {
+    name: "workflow prompt file missing",
+    raw: { ...ok, workflowPromptFile: "prompts/none.md" },
+    problems: [
+      'agentbox:workflowPromptFile: "prompts/none.md" cannot be read (ENOENT; paths are relative to the project directory). Fix: pulumi config set agentbox:workflowPromptFile prompts/task.md naming an existing file, or use agentbox:workflowPrompt',
+    ],
+  },
+  {
+    name: "workflow prompt too long",
+    raw: { ...ok, workflowPrompt: "x".repeat(9000) },
+    problems: [
+      "agentbox:workflowPrompt: 9000 bytes; a workflow prompt may be 4 KiB at most (it travels in the server's user-data). Fix: shorten it, or commit the details to the repository and point the prompt at them",
+    ],
+  },
+
+  // notifications and Remote Control
+  {
+    name: "ntfy URL with credentials",
+    raw: { ...ok, ntfyUrl: "https://me:pw@ntfy.sh/topic" },
+    problems: [
+      'agentbox:ntfyUrl: the value (hidden) is not an ntfy topic URL (https://host/topic, the topic being letters, digits, "-" and "_"; no spaces, query or user:password). Fix: pulumi config set --secret agentbox:ntfyUrl https://ntfy.sh/<a long random topic>',
+    ],
+  },
+  {
+    name: "ntfy token without a URL",
+    raw: { ...ok, ntfyToken: "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2" },
+    problems: [
+      "agentbox:ntfyToken: set without agentbox:ntfyUrl, so there is nowhere to send notifications. Fix: pulumi config set --secret agentbox:ntfyUrl https://ntfy.sh/<topic>, or pulumi config rm agentbox:ntfyToken",
+    ],
+  },
+  {
+    name: "Remote Control with a setup-token token",
+    raw: { ...ok, remoteControl: "true", claudeOauthToken: OAUTH_TOKEN },
+    problems: [
+      "agentbox:remoteControl: true, but agentbox:claudeOauthToken is set; Remote Control needs a full claude.ai login (Pro, Max, Team or Enterprise) and is off whenever Claude Code runs on a setup-token token. Fix: pulumi config rm agentbox:claudeOauthToken, then after pulumi up log in once on the box (attach, then /login); or pulumi config set agentbox:remoteControl false",
+    ],
+  },
+  {
+    name: "Remote Control with an API key",
+    raw: { ...ok, remoteControl: "true", anthropicApiKey: API_KEY },
+    problems: [
+      "agentbox:remoteControl: true, but agentbox:anthropicApiKey is set; Remote Control needs a full claude.ai login (Pro, Max, Team or Enterprise) and is off whenever Claude Code runs on an API key. Fix: pulumi config rm agentbox:anthropicApiKey, then after pulumi up log in once on the box (attach, then /login); or pulumi config set agentbox:remoteControl false",
+    ],
+  },
+  {
+    name: "Remote Control on a Claude Code that predates it",
+    raw: { ...ok, remoteControl: "true", claudeCodeVersion: "2.1.50" },
+    problems: [
+      "agentbox:remoteControl: true, but agentbox:claudeCodeVersion 2.1.50 predates Remote Control (2.1.51). Fix: pulumi config set agentbox:claudeCodeVersion 2.1.332",
+    ],
+  },
+
   // several at once
   {
     name: "several problems in the schema, reported together",
@@ -664,6 +776,8 @@ describe("parseConfig refuses bad configuration", () => {
       value: "https://you:ghp_R4nD0mT0k3nV4lu3@github.com/you/repo.git",
       hidden: ["ghp_R4nD0mT0k3nV4lu3"],
     },
+    { key: "ntfyUrl", value: "https://ntfy.sh/secret-Topic-Zq3xV9?x=1", hidden: ["secret-Topic-Zq3xV9"] },
+    { key: "ntfyToken", value: "tk_AgQdq7mV BoFD37zQVN29RhuMzNIz2", hidden: ["AgQdq7mV"] },
   ];
   test.each(leaks)("a bad $key is not echoed back", ({ key, value, hidden }) => {
     const err = errorOf({ ...ok, [key]: value });
@@ -701,9 +815,54 @@ describe("parseConfig accepts good configuration", () => {
       claudeCode: { version: DEFAULT_CLAUDE_CODE_VERSION, installMethod: "npm" },
       auth: { kind: "none" },
       repo: undefined,
+      ready: { wait: true, timeoutMinutes: 15 },
+      volume: undefined,
+      workflow: undefined,
+      notify: undefined,
+      remoteControl: false,
       warnings: [NO_TOKEN_WARNING],
     };
     expect(parseConfig(ok, ctx)).toStrictEqual(expected);
+  });
+
+  test("the box's life and notifications, when set", () => {
+    const files: Record<string, string> = { "prompts/nightly.md": "Run the test suite and fix what fails.\n" };
+    const readFile = (f: string) => {
+      if (f in files) return files[f]!;
+      throw Object.assign(new Error("no such file"), { code: "ENOENT" });
+    };
+    const config = parseConfig(
+      {
+        ...ok,
+        waitForReady: "false",
+        readyTimeoutMinutes: "5",
+        volumeGb: "20",
+        workflowPromptFile: "prompts/nightly.md",
+        workflowTimeoutMinutes: "90",
+        ntfyUrl: "https://ntfy.sh/agentbox-Zq3xV9mT2pL8",
+        ntfyToken: "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2",
+        remoteControl: "true",
+      },
+      { ...ctx, readFile },
+    );
+    expect(config.ready).toEqual({ wait: false, timeoutMinutes: 5 });
+    expect(config.volume).toEqual({ sizeGb: 20 });
+    expect(config.workflow).toEqual({
+      prompt: "Run the test suite and fix what fails.\n",
+      from: "workflowPromptFile",
+      timeoutMinutes: 90,
+    });
+    expect(config.notify).toEqual({
+      url: "https://ntfy.sh/agentbox-Zq3xV9mT2pL8",
+      token: "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2",
+    });
+    expect(config.remoteControl).toBe(true);
+  });
+
+  test("volumeGb 0 means no volume; an inline workflow prompt gets the default timeout", () => {
+    const config = parseConfig({ ...ok, volumeGb: "0", workflowPrompt: "Summarise open TODOs" }, ctx);
+    expect(config.volume).toBeUndefined();
+    expect(config.workflow).toEqual({ prompt: "Summarise open TODOs", from: "workflowPrompt", timeoutMinutes: 60 });
   });
 
   test("digitalocean defaults", () => {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import * as fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { parse } from "yaml";
-import { buildCloudConfig, renderCloudConfig } from "../cloud-init/render";
+import { buildCloudConfig, compressedCloudConfig, renderCloudConfig } from "../cloud-init/render";
 import { boxSpecOf } from "../components/boxSpec";
 import { CONFIG_KEYS, ConfigError, type ConfigKey, SECRET_KEYS, cidrProblem, parseConfig } from "../components/config";
 import { SSH_KEY } from "./stacks";
@@ -82,11 +82,18 @@ describe.each(CONFIG_KEYS.filter((k) => k !== "sshPublicKeys"))("agentbox:%s wit
           }
           return;
         }
-        const secret = SECRET_KEYS.includes(key) ? value : undefined;
-        const spec = boxSpecOf(result.config!, { agentAuth: secret, tailnetKey: "tskey-auth-fuzz" });
-        const text = renderCloudConfig(spec);
-        // YAML: the document reads back exactly as it was built, whatever the values held
+        const c = result.config!;
+        const spec = boxSpecOf(c, {
+          agentAuth: c.auth.kind === "none" ? undefined : c.auth.value,
+          ntfyUrl: c.notify?.url,
+          ntfyToken: c.notify?.token,
+          tailnetKey: "tskey-auth-fuzz",
+        });
+        const text = renderCloudConfig(spec, { readable: true });
+        // YAML: the document reads back exactly as it was built, whatever the values held (and so does what the
+        // cloud receives, with its large files compressed)
         expect(parse(text, { version: "1.1" })).toEqual(buildCloudConfig(spec));
+        expect(parse(renderCloudConfig(spec), { version: "1.1" })).toEqual(compressedCloudConfig(spec));
         // env files: one KEY=VALUE a line; no value can start a second entry
         for (const [k, v] of envEntries(text)) {
           expect(k).toMatch(/^[A-Z_][A-Z0-9_]*$/);
@@ -110,7 +117,7 @@ test("sshPublicKeys: hostile entries are refused by index, or land only in autho
         return;
       }
       const spec = boxSpecOf(result.config!, {});
-      const text = renderCloudConfig(spec);
+      const text = renderCloudConfig(spec, { readable: true });
       expect(parse(text, { version: "1.1" })).toEqual(buildCloudConfig(spec));
       for (const k of result.config!.sshPublicKeys) expect(k).not.toMatch(/[\r\n\0]/);
     }),

@@ -21,12 +21,14 @@ const one = (type: string) => {
 };
 
 describe("the Hetzner stack's resource graph", () => {
-  test("creates exactly the component, tailnet key, SSH key, firewall and server", () => {
+  test("creates exactly the component, tailnet key and device cleanup, SSH key, firewall, server and ready wait", () => {
     expect(program.resources.map((r) => `${r.type} ${r.name}`).sort()).toEqual([
       "agentbox:index:AgentBox agentbox",
+      "command:remote:Command agentbox-ready",
       "hcloud:index/firewall:Firewall agentbox-firewall",
       "hcloud:index/server:Server agentbox-server",
       "hcloud:index/sshKey:SshKey agentbox-ssh-key",
+      "pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup agentbox-tailnet-device",
       "tailscale:index/tailnetKey:TailnetKey agentbox-tailnet-key",
     ]);
   });
@@ -40,6 +42,8 @@ describe("the Hetzner stack's resource graph", () => {
         child("hcloud:index/sshKey:SshKey", "agentbox-ssh-key"),
         child("hcloud:index/firewall:Firewall", "agentbox-firewall"),
         child("hcloud:index/server:Server", "agentbox-server"),
+        child("command:remote:Command", "agentbox-ready"),
+        child("pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup", "agentbox-tailnet-device"),
       ].sort(),
     );
   });
@@ -134,6 +138,10 @@ describe("outputs", () => {
       ipv6: "2001:db8::10",
       tailnetHostname: "agentbox-dev",
       sshCommand: "ssh agent@agentbox-dev",
+      sshTarget: "agent@agentbox-dev",
+      volumeId: undefined,
+      workflow: undefined,
+      ready: "agentbox: ready (mock)",
       moshCommand: "mosh agent@agentbox-dev -- tmux -L agentbox attach -t claude",
       attachCommand: "ssh -t agent@agentbox-dev tmux -L agentbox attach -t claude",
     });

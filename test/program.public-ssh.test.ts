@@ -19,13 +19,19 @@ beforeAll(async () => {
   );
 });
 
-test("no tailnet key is minted", () => {
+test("no tailnet key is minted and no tailnet device is cleaned up", () => {
   expect(program.resources.map((r) => r.type).sort()).toEqual([
     "agentbox:index:AgentBox",
+    "command:remote:Command",
     "hcloud:index/firewall:Firewall",
     "hcloud:index/server:Server",
     "hcloud:index/sshKey:SshKey",
   ]);
+});
+
+test("pulumi up waits for the box over SSH to its public address", () => {
+  const wait = program.resources.find((r) => r.type === "command:remote:Command")!;
+  expect(wait.inputs.connection).toMatchObject({ host: "203.0.113.10", user: "dev" });
 });
 
 test("the firewall opens TCP 22 to exactly the listed networks", () => {

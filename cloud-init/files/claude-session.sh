@@ -11,6 +11,8 @@ agentbox_load_env "$HOME/.config/agentbox/agent.env"
 cd "$WORKSPACE" 2>/dev/null || cd "$HOME" || exit 1
 args=()
 if agentbox_has_conversation "$PWD"; then args+=(--continue); fi
+# Remote Control: the session shows up in the Claude app under the box's name (once someone has logged in)
+if [ "${REMOTE_CONTROL:-0}" = 1 ]; then args+=(--remote-control "$(hostname)"); fi
 claude "${args[@]}"
 code=$?
 

@@ -65,9 +65,61 @@ prepare_home() {
   # write_files made the parent directories of the user's files as root
   if ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 "$AGENT_HOME/.config" "$WORKSPACE" ||
     ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0700 "$AGENT_HOME/.config/agentbox" "$AGENT_HOME/.claude" ||
-    ! chown "$AGENT_USER:$AGENT_GROUP" "$AGENT_HOME/.config/agentbox/agent.env" "$AGENT_HOME/.claude.json"; then
+    ! chown "$AGENT_USER:$AGENT_GROUP" "$AGENT_HOME/.claude.json" "$AGENT_HOME"/.config/agentbox/*; then
     fail "could not prepare $AGENT_HOME"
   fi
+}
+
+# The persistent volume becomes the agent's home: the workspace, Claude Code's history, settings and login, and
+# the workflow runs all live there and outlive the server. A blank volume is formatted (only one with no
+# signature at all: anything else is refused, never overwritten) and seeded with the home cloud-init made; a
+# volume from an earlier box keeps everything but takes this box's keys and credentials. Mounted from fstab on
+# every later boot, and the agent's user manager requires it: no agent on an empty home when it is missing.
+VOLUME_STATE=/var/lib/agentbox/volume
+attach_volume() {
+  local dev='' uuid origin=kept stage=/run/agentbox/volume-stage rc f _
+  for _ in $(seq "${VOLUME_WAIT_S:-300}"); do
+    for f in $VOLUME_GLOB; do [ -b "$f" ] && dev=$f && break 2; done
+    sleep 1
+  done
+  [ -n "$dev" ] || fail "no volume at $VOLUME_GLOB after ${VOLUME_WAIT_S:-300} s (pulumi up attaches it; see the cloud console)" || return 1
+  blkid -p "$dev" >/dev/null 2>&1
+  rc=$?
+  case $rc in
+    0) ;;
+    2)
+      mkfs.ext4 -q -L agentbox-home -m 0 "$dev" || fail "mkfs.ext4 $dev failed" || return 1
+      origin=new
+      ;;
+    *) fail "blkid cannot read $dev (status $rc)" || return 1 ;;
+  esac
+  [ "$(blkid -s TYPE -o value "$dev")" = ext4 ] ||
+    fail "$dev holds $(blkid -s TYPE -o value "$dev"), not agentbox's ext4: left untouched" || return 1
+  uuid=$(blkid -s UUID -o value "$dev")
+  mkdir -p "$stage"
+  mount "$dev" "$stage" || fail "cannot mount $dev" || return 1
+  if [ ! -e "$stage/.agentbox-volume" ]; then
+    cp -a "$AGENT_HOME/." "$stage/" && echo "created=$(date -u +%FT%TZ)" >"$stage/.agentbox-volume"
+  else
+    # this box's keys and credentials replace an earlier box's; everything else on the volume stays
+    for f in .ssh/authorized_keys .config/agentbox/agent.env .config/agentbox/notify.env .config/agentbox/workflow-prompt; do
+      if [ -e "$AGENT_HOME/$f" ]; then install -D -p -m 0600 "$AGENT_HOME/$f" "$stage/$f"; else rm -f "$stage/$f"; fi
+    done
+    [ -e "$stage/.claude.json" ] || cp -p "$AGENT_HOME/.claude.json" "$stage/"
+  fi
+  # an earlier box may have given the agent another uid
+  [ "$(stat -c %u "$stage/.agentbox-volume")" = "$AGENT_UID" ] || chown -R "$AGENT_USER:$AGENT_GROUP" "$stage"
+  chown "$AGENT_USER:$AGENT_GROUP" "$stage"
+  chmod --reference="$AGENT_HOME" "$stage"
+  umount "$stage"
+  sed -i "\#^[^[:space:]]\+[[:space:]]\+${AGENT_HOME}[[:space:]]#d" /etc/fstab
+  echo "UUID=$uuid $AGENT_HOME ext4 defaults,nofail,x-systemd.device-timeout=90s 0 2" >>/etc/fstab
+  mkdir -p "/etc/systemd/system/user@$AGENT_UID.service.d"
+  printf '[Unit]\nRequiresMountsFor=%s\n' "$AGENT_HOME" >"/etc/systemd/system/user@$AGENT_UID.service.d/agentbox-volume.conf"
+  systemctl daemon-reload
+  mount "$AGENT_HOME" || fail "cannot mount the volume on $AGENT_HOME" || return 1
+  printf 'device=%s\nuuid=%s\norigin=%s\n' "$dev" "$uuid" "$origin" >"$VOLUME_STATE"
+  echo "volume $dev ($([ $origin = new ] && echo "formatted now" || echo "kept from an earlier box")) is $AGENT_HOME"
 }
 
 expected_platform() {
@@ -162,6 +214,16 @@ start_agent() {
   fail "claude-agent.service is not active: $(as_agent systemctl --user is-active claude-agent.service)"
 }
 
+start_workflow() {
+  local wants=$AGENT_HOME/.config/systemd/user/default.target.wants
+  install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 /var/lib/agentbox/workflow
+  # enabled, so that a run cut short by a reboot is marked as such (it never starts twice)
+  ln -sfn /etc/systemd/user/agentbox-workflow.service "$wants/agentbox-workflow.service"
+  chown -h "$AGENT_USER:$AGENT_GROUP" "$wants/agentbox-workflow.service"
+  as_agent systemctl --user daemon-reload
+  as_agent systemctl --user start --no-block agentbox-workflow.service || fail "agentbox-workflow.service did not start"
+}
+
 install_tailscale() {
   # Tailscale's official apt repository, as its install script sets it up on Debian and Ubuntu. Both files are
   # fetched before either is put in place: a half-written source would break every later apt-get update.
@@ -202,6 +264,8 @@ tailscale_step() {
 : >"$STATUS"
 status_set result provisioning
 mandatory_ok=1 optional_ok=1 firewall_ok=1
+# The volume first: everything after it writes into the agent's home. Without it the agent does not start.
+if [ "${VOLUME:-0}" = 1 ]; then step volume attach_volume || mandatory_ok=0; fi
 step home prepare_home || mandatory_ok=0
 # A firewall that did not load fails the box (result=failed) without stopping the agent: the cloud firewall remains.
 step firewall start_firewall || firewall_ok=0
@@ -214,6 +278,7 @@ if [ $mandatory_ok = 1 ]; then
 else
   status_set agent "failed: not started, an earlier step failed"
 fi
+if [ "${WORKFLOW:-0}" = 1 ] && [ $mandatory_ok = 1 ]; then step workflow start_workflow || mandatory_ok=0; fi
 # Tailscale even when the agent failed: it is how the user gets in to look.
 if [ "${TAILSCALE:-0}" = 1 ]; then step tailscale tailscale_step || optional_ok=0; fi
 # Security updates: installed once the agent runs, so they are never on the way to a working box.

@@ -1,5 +1,9 @@
 import * as digitalocean from "@pulumi/digitalocean";
-import type { Host } from "./types";
+import type * as pulumi from "@pulumi/pulumi";
+import { type Host, volumeName } from "./types";
+
+/** Where a DigitalOcean volume's block device shows up on the droplet (one volume per box). */
+export const DIGITALOCEAN_VOLUME_GLOB = "/dev/disk/by-id/scsi-0DO_Volume_*";
 
 /** DigitalOcean tags: letters, digits, ":", "-" and "_", at most 255. */
 export function digitalOceanTag(value: string): string {
@@ -36,8 +40,31 @@ export const digitalOceanHost: Host = (args, parent) => {
       // Stops the droplet cleanly (Claude Code saves its conversation) before deleting it.
       gracefulShutdown: true,
     },
-    opts,
+    { ...opts, dependsOn: args.serverDependsOn },
   );
+
+  let volumeId: pulumi.Output<string> | undefined;
+  if (args.volume) {
+    // Beside the droplet, not before it (the box waits for the device); protected, so that
+    // `pulumi destroy --exclude-protected` keeps it and plain `pulumi destroy` refuses to delete it.
+    const volume = new digitalocean.Volume(
+      `${args.name}-volume`,
+      {
+        name: volumeName(args.cloudName),
+        region: args.location,
+        size: args.volume.sizeGb,
+        description: `agentbox home of ${args.labels.project}/${args.labels.stack}`,
+        tags,
+      },
+      { ...opts, protect: true },
+    );
+    new digitalocean.VolumeAttachment(
+      `${args.name}-volume-attachment`,
+      { dropletId: droplet.id.apply(Number), volumeId: volume.id },
+      opts,
+    );
+    volumeId = volume.id;
+  }
 
   // A DigitalOcean firewall denies inbound traffic that no rule allows, and ALSO denies outbound traffic unless
   // rules allow it, so outbound is opened explicitly. Tailscale needs no inbound rule: it connects out and traverses
@@ -60,5 +87,5 @@ export const digitalOceanHost: Host = (args, parent) => {
     opts,
   );
 
-  return { serverId: droplet.id, ipv4: droplet.ipv4Address, ipv6: droplet.ipv6Address };
+  return { server: droplet, serverId: droplet.id, volumeId, ipv4: droplet.ipv4Address, ipv6: droplet.ipv6Address };
 };

@@ -1,5 +1,9 @@
 import * as hcloud from "@pulumi/hcloud";
-import type { Host } from "./types";
+import type * as pulumi from "@pulumi/pulumi";
+import { type Host, volumeName } from "./types";
+
+/** Where a Hetzner volume's block device shows up on the server (one volume per box: the id is not needed). */
+export const HETZNER_VOLUME_GLOB = "/dev/disk/by-id/scsi-0HC_Volume_*";
 
 /** Hetzner label values: at most 63 of [a-zA-Z0-9._-], starting and ending alphanumeric. */
 export function hetznerLabel(value: string): string {
@@ -57,8 +61,25 @@ export const hetznerHost: Host = (args, parent) => {
       // Stops the server cleanly (Claude Code saves its conversation) before deleting it.
       shutdownBeforeDeletion: true,
     },
-    opts,
+    { ...opts, dependsOn: args.serverDependsOn },
   );
 
-  return { serverId: server.id, ipv4: server.ipv4Address, ipv6: server.ipv6Address };
+  let volumeId: pulumi.Output<string> | undefined;
+  if (args.volume) {
+    // Created beside the server, not before it (the box waits for the device): no extra step on the critical path.
+    // Protected: `pulumi destroy --exclude-protected` keeps it, and plain `pulumi destroy` refuses to delete it.
+    const volume = new hcloud.Volume(
+      `${args.name}-volume`,
+      { name: volumeName(args.cloudName), size: args.volume.sizeGb, location: args.location, labels },
+      { ...opts, protect: true },
+    );
+    new hcloud.VolumeAttachment(
+      `${args.name}-volume-attachment`,
+      { serverId: server.id.apply(Number), volumeId: volume.id.apply(Number), automount: false },
+      opts,
+    );
+    volumeId = volume.id;
+  }
+
+  return { server, serverId: server.id, volumeId, ipv4: server.ipv4Address, ipv6: server.ipv6Address };
 };

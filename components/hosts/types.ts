@@ -16,13 +16,22 @@ export interface HostArgs {
   userData: pulumi.Output<string>;
   /** Who owns what: project and stack, for the cloud's console and for cleaning up by hand. */
   labels: { project: string; stack: string };
+  /** A persistent volume for the agent's home: created protected (kept by `destroy --exclude-protected`). */
+  volume?: { sizeGb: number };
+  /** Resources the server must come after (and, on destroy, be deleted before). */
+  serverDependsOn?: pulumi.Resource[];
 }
 
 export interface HostResult {
+  server: pulumi.Resource;
   serverId: pulumi.Output<string>;
+  volumeId?: pulumi.Output<string>;
   ipv4: pulumi.Output<string>;
   ipv6: pulumi.Output<string>;
 }
 
-/** One per cloud: creates SSH key, firewall and server as children of `parent`. */
+/** One per cloud: creates SSH key, firewall and server (and volume) as children of `parent`. */
 export type Host = (args: HostArgs, parent: pulumi.Resource) => HostResult;
+
+/** The volume's name in the cloud: the box's name plus "-home", within both clouds' 64 characters. */
+export const volumeName = (cloudName: string) => `${cloudName.slice(0, 58).replace(/-$/, "")}-home`;
