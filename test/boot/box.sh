@@ -11,7 +11,7 @@
 # env:   CLOUD_INIT_TIMEOUT (900 s), KEEP_RUN=1 (keep the run directory after a passing test),
 #        EXPECT_CLAUDE_VERSION, AGENT_USER (agent), AGENT_UNIT (claude-agent.service),
 #        TMUX_SESSION (claude), TMUX_SOCKET (tmux -L name, default agentbox; empty = the default socket),
-#        KILL_ROUNDS (5), AGENTBOX_BOOT_CACHE (see lib.sh)
+#        KILL_ROUNDS (5), AGENTBOX_BOOT_CACHE (see lib.sh), BOX_ROOTFS (boot this root instead of the stock one)
 set -euo pipefail
 HERE=$(dirname "$0")
 . "$HERE/lib.sh"
@@ -30,7 +30,8 @@ new_run() {
 
 start_box() { # start_box USER_DATA: network, overlay, seed, boot; sets T_BOOT
   local rootfs
-  rootfs=$("$BOOT_DIR/build-rootfs.sh")
+  # BOX_ROOTFS: boot another root (a baked image, see bake.sh) instead of the cached stock one
+  rootfs=${BOX_ROOTFS:-$("$BOOT_DIR/build-rootfs.sh")}
   state_set "$RUN_DIR" ROOTFS "$rootfs"
   net_up "$RUN_DIR" "$NAME"
   PROXY=$(state_get "$RUN_DIR" PROXY)
