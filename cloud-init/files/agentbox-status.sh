@@ -41,6 +41,16 @@ else
   row tailscale: "not installed$(status_of tailscale | sed 's/^/ (/; s/$/)/')"
 fi
 
+if [ -r /var/lib/agentbox/workflow/state ]; then
+  wf() { sed -n "s/^$1=//p" /var/lib/agentbox/workflow/state; }
+  case $(wf state) in
+    running) row workflow: "running for $(($(date +%s) - $(wf started))) s of $(wf timeout_minutes) min; output $(wf output)" ;;
+    *) row workflow: "$(wf state) after $(($(wf ended) - $(wf started))) s (claude exit $(wf exit)); output $(wf output)" ;;
+  esac
+elif [ "${WORKFLOW:-0}" = 1 ]; then
+  row workflow: "not started yet"
+fi
+
 echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
 as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
   sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||

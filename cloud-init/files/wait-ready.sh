@@ -55,8 +55,9 @@ while :; do
   elapsed=$(($(date +%s) - start))
   case $(result) in
     ready | degraded)
-      # cloud-init's own end too, so that `pulumi up` returns on a box that has finished everything
-      if cloud-init status 2>/dev/null | grep -qE '^status: (done|error|degraded)'; then
+      # cloud-init's own end too, so that `pulumi up` returns on a box that has finished everything (its status
+      # command exits non-zero for error and degraded: read what it says, not how it exits)
+      if grep -qE '^status: (done|error|degraded)' <<<"$(cloud-init status 2>/dev/null)"; then
         if [ "$(agent_state)" = active ]; then
           echo "agentbox: ready after ${elapsed} s of waiting: $(result), claude-agent.service active"
           if [ "$(result)" = degraded ]; then

@@ -48,8 +48,10 @@ echo "workflow $run started; output: $out; timeout: $minutes min"
 
 cd "$WORKSPACE" || cd "$HOME" || exit 1
 # Permissions are Claude Code's own: its default mode, plus whatever the repository's .claude/settings.json allows.
+# The run's record is its output file: no saved session, which the interactive agent's `claude --continue` in the
+# same workspace would otherwise pick up as its own last conversation.
 timeout --signal=TERM --kill-after=30 "${minutes}m" claude -p --output-format stream-json --verbose \
-  <"$PROMPT" >"$out" 2>"$dir/stderr.log"
+  --no-session-persistence <"$PROMPT" >"$out" 2>"$dir/stderr.log"
 code=$?
 ended=$(date +%s)
 

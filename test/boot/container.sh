@@ -6,7 +6,8 @@
 # PID 1 of the host is not systemd here: nspawn cannot register with machined or get a
 # scope, so it runs with --register=no --keep-unit in a cgroup we make for it.
 
-LEADER= # the box's PID 1, as seen from the host
+LEADER=           # the box's PID 1, as seen from the host
+BOX_NSPAWN_ARGS=() # more systemd-nspawn arguments for the next box_boot (a volume's device, see box_volume)
 
 box_prepare() { # box_prepare RUN_DIR NAME ROOTFS USER_DATA
   local dir=$1 name=$2 rootfs=$3 user_data=$4 proxy m
@@ -44,13 +45,13 @@ box_boot() {
     SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --quiet -b -D "$dir/merged" -M "$name" \
       --network-namespace-path="/run/netns/$name" --capability=CAP_NET_ADMIN \
       --resolv-conf=off --timezone=off \
-      --link-journal=no --console=read-only --register=no --keep-unit
+      --link-journal=no --console=read-only --register=no --keep-unit "${BOX_NSPAWN_ARGS[@]}"
   ) </dev/null >"$console" 2>&1 &
   pid=$!
   state_set "$dir" NSPAWN_PID "$pid"
   # up to 30 s: on a busy machine nspawn takes a while to start the box's pid 1
   for _ in $(seq 300); do
-    LEADER=$(ps -o pid=,comm= --ppid "$pid" | awk '$2 == "systemd" { print $1; exit }')
+    LEADER=$(ps -o pid=,comm= --ppid "$pid" | awk '$2 == "systemd" { print $1; exit }' || true) # none yet: ps fails
     [ -n "$LEADER" ] && break
     sleep 0.1
   done
@@ -59,6 +60,31 @@ box_boot() {
     die "the box did not start (console: $console)"
   }
   state_set "$dir" LEADER "$LEADER"
+}
+
+# A cloud volume, as the box sees one: a loop device over a sparse file in the run directory, bound into the
+# box at the by-id path the cloud's udev would make (e.g. /dev/disk/by-id/scsi-0HC_Volume_4242). The same file
+# serves a later box of the same run (a box re-created on the same volume).
+box_volume() { # box_volume RUN_DIR DEVICE_PATH
+  local dir=$1 loop
+  loop=$(state_get "$dir" LOOP)
+  if [ -z "$loop" ]; then
+    truncate -s 1G "$dir/volume.img"
+    loop=$(losetup -f --show "$dir/volume.img") || die "no loop device for the volume"
+    state_set "$dir" LOOP "$loop"
+  fi
+  BOX_NSPAWN_ARGS=("--bind=$loop:$2")
+}
+
+# a new server on the same run: a pristine root disk (the overlay's upper layer emptied) and a new instance id,
+# so that cloud-init runs as on a first boot. box_recreate RUN_DIR NAME USER_DATA
+box_recreate() {
+  local dir=$1 name=$2
+  box_poweroff "$dir"
+  if mountpoint -q "$dir/merged"; then umount "$dir/merged"; fi
+  rm -rf "$dir/upper" "$dir/work"
+  box_prepare "$dir" "$name" "$(state_get "$dir" ROOTFS)" "$3"
+  printf 'instance-id: %s\nlocal-hostname: %s\n' "$name-2" "$name" >"$dir/merged/var/lib/cloud/seed/nocloud/meta-data"
 }
 
 # run a command inside the box: all its namespaces, a clean environment
@@ -120,7 +146,7 @@ box_poweroff() { # box_poweroff RUN_DIR
 
 # undo everything the run made, in reverse order; safe to call more than once
 box_teardown() { # box_teardown RUN_DIR
-  local dir=$1 cg h
+  local dir=$1 cg h loop
   box_poweroff "$dir"
   cg=$(state_get "$dir" CGROUP)
   # A killed nspawn can leave the box's processes behind; all of them are in the run's own cgroup.
@@ -134,6 +160,8 @@ box_teardown() { # box_teardown RUN_DIR
     done
   fi
   if mountpoint -q "$dir/merged"; then umount "$dir/merged"; fi
+  loop=$(state_get "$dir" LOOP)
+  if [ -n "$loop" ] && losetup "$loop" 2>/dev/null | grep -qF "$dir/volume.img"; then losetup -d "$loop"; fi
   if [ -n "$cg" ]; then
     for h in systemd unified; do
       if [ -d "/sys/fs/cgroup/$h/$cg" ]; then
