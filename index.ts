@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { AgentBox, type StackSecrets } from "./components/agentBox";
+import { checkBakedImage } from "./components/bakedImage";
 import { loadStackConfig } from "./components/stackConfig";
 import { tailnetCredentials } from "./components/tailnetDevice";
 
@@ -23,24 +24,29 @@ const secrets: pulumi.Output<StackSecrets> = pulumi.secret(
     })),
 );
 
-const box = new AgentBox("agentbox", {
-  config,
-  secrets,
-  tailnetApi: config.tailscale.enabled ? tailnetCredentials(pulumi.runtime.allConfig(), process.env) : undefined,
-});
+const newBox = () =>
+  new AgentBox("agentbox", {
+    config,
+    secrets,
+    tailnetApi: config.tailscale.enabled ? tailnetCredentials(pulumi.runtime.allConfig(), process.env) : undefined,
+  });
+// A baked image is read from the cloud and compared with the stack first: a wrong one stops the program with a
+// ConfigError before anything is created. Without one, the box is made at once.
+const box: Promise<AgentBox> = config.bakedImage ? checkBakedImage(config).then(newBox) : Promise.resolve(newBox());
+const fromBox = <T>(output: (b: AgentBox) => pulumi.Output<T>) => pulumi.output(box.then(output));
 
-export const cloud = box.cloud;
-export const serverType = box.serverType;
-export const memoryGb = box.memoryGb;
-export const monthlyPrice = box.monthlyPrice;
-export const ipv4 = box.ipv4;
-export const ipv6 = box.ipv6;
-export const tailnetHostname = box.tailnetHostname;
-export const sshCommand = box.sshCommand;
-export const sshTarget = box.sshTarget;
-export const moshCommand = box.moshCommand;
-export const attachCommand = box.attachCommand;
-export const volumeId = box.volumeId;
-export const workflow = box.workflow;
-export const ready = box.ready;
-export const userData = box.userData;
+export const cloud = fromBox((b) => b.cloud);
+export const serverType = fromBox((b) => b.serverType);
+export const memoryGb = fromBox((b) => b.memoryGb);
+export const monthlyPrice = fromBox((b) => b.monthlyPrice);
+export const ipv4 = fromBox((b) => b.ipv4);
+export const ipv6 = fromBox((b) => b.ipv6);
+export const tailnetHostname = fromBox((b) => b.tailnetHostname);
+export const sshCommand = fromBox((b) => b.sshCommand);
+export const sshTarget = fromBox((b) => b.sshTarget);
+export const moshCommand = fromBox((b) => b.moshCommand);
+export const attachCommand = fromBox((b) => b.attachCommand);
+export const volumeId = fromBox((b) => b.volumeId);
+export const workflow = fromBox((b) => b.workflow);
+export const ready = fromBox((b) => b.ready);
+export const userData = fromBox((b) => b.userData);

@@ -33,6 +33,7 @@ export const BOX_PATHS = {
   provisionLog: "/var/log/agentbox/provision.log",
   waitReady: "/usr/local/bin/agentbox-wait-ready",
   workflowUnit: "/etc/systemd/user/agentbox-workflow.service",
+  volumeUnit: "/etc/systemd/system/agentbox-volume.service",
   workflowState: "/var/lib/agentbox/workflow/state",
   /** Claude Code's managed settings: the notification hooks, beside (never inside) the user's own settings. */
   claudeManagedSettings: "/etc/claude-code/managed-settings.json",
@@ -67,6 +68,8 @@ export interface BoxSpec {
   workflow?: { prompt: string; timeoutMinutes: number };
   notify?: { url: string; token?: string };
   remoteControl: boolean;
+  /** The box boots a baked image (cloud-init/bake.ts) that already has these packages and Claude Code. */
+  bakedImage?: { packages: readonly string[] };
 }
 
 export function homeOf(user: string): string {
@@ -106,14 +109,36 @@ interface WriteFile {
   defer?: boolean;
 }
 
-const claudePlatform = (arch: BoxSpec["arch"]) => (arch === "arm64" ? "linux-arm64" : "linux-x64");
+export const claudePlatform = (arch: BoxSpec["arch"]) => (arch === "arm64" ? "linux-arm64" : "linux-x64");
 
 /** Packages the box needs beyond the image; curl and ca-certificates are on cloud images but cost nothing to name. */
 export function packagesFor(spec: BoxSpec): string[] {
-  const base = ["tmux", "git", "mosh", "curl", "ca-certificates", "nftables", ...(spec.notify ? ["jq"] : [])];
+  const base = [
+    "tmux",
+    "git",
+    "mosh",
+    "curl",
+    "ca-certificates",
+    "nftables",
+    // formats the volume (cloud images have it; naming it costs nothing)
+    ...(spec.volume ? ["e2fsprogs"] : []),
+    ...(spec.notify ? ["jq"] : []),
+  ];
   // npm fetches Claude Code's platform package (the binary itself does not need Node). Only nodejs is installed:
   // the provision script gets npm through corepack, far cheaper than Debian's npm package (see provision.sh).
   return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs"] : [...base, "python3"];
+}
+
+/**
+ * Package lists are refreshed and the packages installed; upgrades are left off the path to a running agent. On a
+ * baked image (cloud-init/bake.ts) only what the image lacks is installed: with nothing missing, no list refresh.
+ */
+function packageSteps(spec: BoxSpec): Record<string, unknown> {
+  const baked = spec.bakedImage?.packages;
+  const missing = packagesFor(spec).filter((p) => !baked?.includes(p));
+  return missing.length
+    ? { package_update: true, package_upgrade: false, packages: missing }
+    : { package_update: false, package_upgrade: false };
 }
 
 /** The document as an object, before serialisation: what the tests inspect. */
@@ -181,6 +206,12 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: BOX_PATHS.loginBanner, content: boxFile("login-banner.sh"), permissions: "0644" },
     { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
+    ...(spec.volume
+      ? [
+          { path: `${lib}/volume-mount`, content: boxFile("volume-mount.sh"), permissions: "0755" },
+          { path: BOX_PATHS.volumeUnit, content: boxFile("agentbox-volume.service"), permissions: "0644" },
+        ]
+      : []),
     ...(spec.workflow
       ? [
           { path: `${lib}/workflow`, content: boxFile("workflow.sh"), permissions: "0755" },
@@ -294,10 +325,7 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     ],
     disable_root: true,
     ssh_pwauth: false,
-    // Package lists are refreshed; upgrades are left off the path to a running agent.
-    package_update: true,
-    package_upgrade: false,
-    packages: packagesFor(spec),
+    ...packageSteps(spec),
     write_files: writeFiles,
     runcmd: [[`${lib}/provision`]],
   };
@@ -316,13 +344,15 @@ export function gzipForBox(text: string): string {
   return Buffer.from(gzipSync(Buffer.from(text, "utf8"), { level: 9, mtime: 0 })).toString("base64");
 }
 
+/** Large files travel compressed; the settings (KEY=VALUE env files) always stay readable. */
+export const compressed = (f: { path: string; content: string }) =>
+  Buffer.byteLength(f.content, "utf8") >= COMPRESS_FROM_BYTES && !f.path.endsWith(".env");
+
 /** The document with its large files compressed: what the cloud receives. */
 export function compressedCloudConfig(spec: BoxSpec): Record<string, unknown> {
   const doc = buildCloudConfig(spec);
   const files = (doc.write_files as WriteFile[]).map((f) =>
-    Buffer.byteLength(f.content, "utf8") >= COMPRESS_FROM_BYTES
-      ? { ...f, encoding: "gz+b64", content: gzipForBox(f.content) }
-      : f,
+    compressed(f) ? { ...f, encoding: "gz+b64", content: gzipForBox(f.content) } : f,
   );
   return { ...doc, write_files: files };
 }

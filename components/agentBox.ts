@@ -45,6 +45,9 @@ export function hostFor(cloud: Cloud): Host {
   }
 }
 
+/** The image the server boots: the stack's baked image when it names one (checked in bakedImage.ts), else the cloud's. */
+export const bootImage = (config: AgentBoxConfig) => config.bakedImage?.id ?? config.image;
+
 /**
  * The tailnet key's description names the box it was minted for: a hash of everything that goes into the
  * user-data except the key itself. Why: the key is single-use and spent by the first boot. If anything that
@@ -57,7 +60,7 @@ export function tailnetKeyDescription(config: AgentBoxConfig, secrets: StackSecr
   const withoutKey = boxSpecOf(config, { ...secrets, tailnetKey: KEY_PLACEHOLDER });
   const digest = createHash("sha256")
     .update(renderCloudConfig(withoutKey))
-    .update(`\0${config.cloud}\0${config.image}\0${config.location}`)
+    .update(`\0${config.cloud}\0${bootImage(config)}\0${config.location}`)
     .digest("hex")
     .slice(0, 16);
   return `agentbox ${digest}`;
@@ -139,7 +142,7 @@ export class AgentBox extends pulumi.ComponentResource {
         cloudName: defaultHostname(config.project, config.stack),
         location: config.location,
         serverType: config.serverType.name,
-        image: config.image,
+        image: bootImage(config),
         cloudSshPublicKey: placeholderSshKey(config.project, config.stack, config.sshPublicKeys[0] ?? ""),
         allowSshFrom: config.allowSshFrom,
         userData: this.userData,

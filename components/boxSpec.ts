@@ -1,3 +1,4 @@
+import { bakePackages, bakeSpecOf } from "../cloud-init/bake";
 import type { BoxSpec } from "../cloud-init/render";
 import type { Cloud } from "./catalogue";
 import type { AgentBoxConfig } from "./config";
@@ -64,5 +65,13 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: BoxSecrets): BoxSpec 
       : {}),
     ...(notify ? { notify } : {}),
     remoteControl: config.remoteControl,
+    // the image's contents follow from the stack's settings: bakedImage.ts refuses an image that differs
+    ...(config.bakedImage
+      ? {
+          bakedImage: {
+            packages: bakePackages(bakeSpecOf({ arch: config.serverType.arch, claudeCode: config.claudeCode })),
+          },
+        }
+      : {}),
   };
 }

@@ -60,6 +60,8 @@ export interface AgentBoxConfig {
   notify?: { url: string; token?: string };
   /** Claude Code's Remote Control: continue the box's session from the Claude app. */
   remoteControl: boolean;
+  /** A baked image (`npm run bake`): the cloud's snapshot id, checked against the stack before anything is created. */
+  bakedImage?: { id: string };
   /** Things worth saying that are not errors (printed with pulumi.log.warn). */
   warnings: string[];
 }
@@ -108,6 +110,7 @@ export const CONFIG_KEYS = [
   "ntfyUrl",
   "ntfyToken",
   "remoteControl",
+  "bakedImage",
 ] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
 export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey", "ntfyUrl", "ntfyToken"];
@@ -549,6 +552,15 @@ function schemaFor(project: string, stack: string) {
         }),
       ntfyToken: secret("ntfyToken", "ntfy access token"),
       remoteControl: boolKey("remoteControl", false),
+      // Both clouds number their snapshots; the image itself is read from the cloud and checked in bakedImage.ts.
+      bakedImage: z
+        .string()
+        .optional()
+        .transform((v) => v?.trim())
+        .refine((v) => v === undefined || /^[1-9][0-9]{0,17}$/.test(v), {
+          error: (i) =>
+            `${k("bakedImage")}: ${show(String(i.input))} is not an image id (Hetzner and DigitalOcean number their snapshots, e.g. 123456789). Fix: npm run bake -- --stack ${stack} (it makes the image and sets the key), or pulumi config rm ${k("bakedImage")}`,
+        }),
     })
     .superRefine((c, ctx) => {
       if (c.claudeOauthToken && c.anthropicApiKey) {
@@ -857,6 +869,7 @@ export function parseConfig(
         : undefined,
     notify: c.ntfyUrl ? { url: c.ntfyUrl, ...(c.ntfyToken ? { token: c.ntfyToken } : {}) } : undefined,
     remoteControl: c.remoteControl,
+    ...(c.bakedImage !== undefined ? { bakedImage: { id: c.bakedImage } } : {}),
     warnings,
   };
 }

@@ -5,11 +5,15 @@
  *   npm run render -- --stack dev              (reads ./Pulumi.dev.yaml)
  *   npm run render -- --config path/Pulumi.x.yaml [--stack x]
  *   --without-secrets   leave the agent's credential out (Claude Code then asks you to log in), as `npm run try` does
+ *   --bake              the image builder's user-data for the stack instead (what `npm run bake` boots)
+ *   --baked             the box's user-data as on a baked image (as if agentbox:bakedImage were set; the image
+ *                       itself is checked against the stack by `pulumi up`, which needs the cloud)
  */
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { parse } from "yaml";
+import { bakeSpecOf, renderBakeConfig } from "../cloud-init/bake";
 import { renderCloudConfig } from "../cloud-init/render";
 import { boxSpecOf } from "../components/boxSpec";
 import { ConfigError, NAMESPACE, type RawConfig, SECRET_KEYS, parseConfig } from "../components/config";
@@ -32,12 +36,21 @@ export function rawConfigFromStackFile(text: string): RawConfig {
   return raw;
 }
 
-export function renderStack(stackFile: string, stack: string, project: string, withSecrets = true): string {
+export function renderStack(
+  stackFile: string,
+  stack: string,
+  project: string,
+  withSecrets = true,
+  image: "stock" | "bake" | "baked" = "stock",
+): string {
   const raw = rawConfigFromStackFile(readFileSync(stackFile, "utf8"));
   if (!withSecrets) for (const key of SECRET_KEYS) delete raw[key];
   // a workflow prompt file is named relative to the project directory, as `pulumi up` reads it
   const root = join(__dirname, "..");
-  const config = parseConfig(raw, { project, stack, readFile: (f) => readFileSync(join(root, f), "utf8") });
+  const parsed = parseConfig(raw, { project, stack, readFile: (f) => readFileSync(join(root, f), "utf8") });
+  if (image === "bake")
+    return renderBakeConfig(bakeSpecOf({ arch: parsed.serverType.arch, claudeCode: parsed.claudeCode }));
+  const config = image === "baked" ? { ...parsed, bakedImage: parsed.bakedImage ?? { id: "render" } } : parsed;
   return renderCloudConfig(
     boxSpecOf(config, {
       agentAuth: config.auth.kind === "none" ? undefined : config.auth.value,
@@ -54,6 +67,8 @@ function main() {
       stack: { type: "string", short: "s" },
       config: { type: "string" },
       "without-secrets": { type: "boolean" },
+      bake: { type: "boolean" },
+      baked: { type: "boolean" },
     },
   });
   const root = join(__dirname, "..");
@@ -69,7 +84,8 @@ function main() {
       .replace(/\.ya?ml$/, "");
   const project = (parse(readFileSync(join(root, "Pulumi.yaml"), "utf8")) as { name?: string } | null)?.name;
   try {
-    process.stdout.write(renderStack(file, stack, project ?? "agentbox", !values["without-secrets"]));
+    const image = values.bake ? "bake" : values.baked ? "baked" : "stock";
+    process.stdout.write(renderStack(file, stack, project ?? "agentbox", !values["without-secrets"], image));
   } catch (e) {
     console.error(e instanceof ConfigError ? e.message : e);
     process.exit(1);

@@ -148,7 +148,7 @@ function usesPassphrase(stack: string): boolean {
 }
 
 /** The Pulumi CLI that the `pulumi` npm package provides, as scripts/pulumi.mjs runs it. */
-async function pulumiCommand() {
+export async function pulumiCommand() {
   const { PulumiCommand } = await import("@pulumi/pulumi/automation/index.js");
   // @ts-expect-error: a plain CommonJS module without types
   const shim = (await import("pulumi/lib/resolve.js")) as { resolve(): Promise<string> };
@@ -163,7 +163,7 @@ async function pulumiCommand() {
   return PulumiCommand.get({ root: dirname(dirname(bin)) });
 }
 
-async function openStack(stackName: string): Promise<Stack> {
+export async function openStack(stackName: string): Promise<Stack> {
   // @ts-expect-error: a plain ES module without types
   const wrapper = (await import("./pulumi.mjs")) as { defaultBackend(env: NodeJS.ProcessEnv): string | undefined };
   const envVars: Record<string, string> = {};

@@ -8,18 +8,37 @@
 set -uo pipefail
 # shellcheck source=lib.sh
 . /usr/local/lib/agentbox/lib.sh
-agentbox_load_env /etc/agentbox/box.env
+# `provision --bake` makes a baked image instead of a box, `provision --seal` ends that (see "The baked image"
+# below): no box settings, no agent and no status file then.
+MODE=box
+case ${1:-} in
+  '') ;;
+  --bake) MODE=bake ;;
+  --seal) MODE=seal ;;
+  *)
+    echo "usage: provision [--bake | --seal]" >&2
+    exit 2
+    ;;
+esac
 
 STATUS_DIR=/var/lib/agentbox
 STATUS=$STATUS_DIR/status
 LOG_DIR=/var/log/agentbox
 TAILSCALE_KEY=/run/agentbox/tailscale-authkey
-mkdir -p "$STATUS_DIR" "$LOG_DIR"
-chmod 0755 "$STATUS_DIR" "$LOG_DIR"
-exec > >(tee -a "$LOG_DIR/provision.log") 2>&1
-
-AGENT_UID=$(id -u "$AGENT_USER")
-AGENT_GROUP=$(id -gn "$AGENT_USER")
+IMAGE_FILE=/etc/agentbox/image
+BAKE_ENV=/etc/agentbox/bake.env
+if [ $MODE = box ]; then
+  agentbox_load_env /etc/agentbox/box.env
+  mkdir -p "$STATUS_DIR" "$LOG_DIR"
+  chmod 0755 "$STATUS_DIR" "$LOG_DIR"
+  exec > >(tee -a "$LOG_DIR/provision.log") 2>&1
+  AGENT_UID=$(id -u "$AGENT_USER")
+  AGENT_GROUP=$(id -gn "$AGENT_USER")
+else
+  [ $MODE = seal ] || agentbox_load_env "$BAKE_ENV"
+  mkdir -p "$LOG_DIR"
+  exec > >(tee -a "$LOG_DIR/bake.log") 2>&1
+fi
 REASON=
 
 status_set() { # KEY VALUE: replaces the key's line, keeps the others in order
@@ -55,9 +74,12 @@ npm_cli() {
     return 0
   else
     echo "agentbox: corepack unavailable or failed; installing npm with apt"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null && npm "$@"
+    apt_lists && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null && npm "$@"
   fi
 }
+# A baked image has no package lists, and a box that needs no packages has cloud-init fetch none: fetched before
+# the first install after the agent is up.
+apt_lists() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -qq; }
 as_agent() { runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"; }
 fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 300 "$@"; }
 
@@ -73,8 +95,8 @@ prepare_home() {
 # The persistent volume becomes the agent's home: the workspace, Claude Code's history, settings and login, and
 # the workflow runs all live there and outlive the server. A blank volume is formatted (only one with no
 # signature at all: anything else is refused, never overwritten) and seeded with the home cloud-init made; a
-# volume from an earlier box keeps everything but takes this box's keys and credentials. Mounted from fstab on
-# every later boot, and the agent's user manager requires it: no agent on an empty home when it is missing.
+# volume from an earlier box keeps everything but takes this box's keys and credentials. Mounted by
+# agentbox-volume.service on every boot, which the agent's user manager requires: no agent on an empty home.
 VOLUME_STATE=/var/lib/agentbox/volume
 attach_volume() {
   local dev='' uuid origin=kept stage=/run/agentbox/volume-stage rc f _
@@ -112,13 +134,13 @@ attach_volume() {
   chown "$AGENT_USER:$AGENT_GROUP" "$stage"
   chmod --reference="$AGENT_HOME" "$stage"
   umount "$stage"
-  sed -i "\#^[^[:space:]]\+[[:space:]]\+${AGENT_HOME}[[:space:]]#d" /etc/fstab
-  echo "UUID=$uuid $AGENT_HOME ext4 defaults,nofail,x-systemd.device-timeout=90s 0 2" >>/etc/fstab
-  mkdir -p "/etc/systemd/system/user@$AGENT_UID.service.d"
-  printf '[Unit]\nRequiresMountsFor=%s\n' "$AGENT_HOME" >"/etc/systemd/system/user@$AGENT_UID.service.d/agentbox-volume.conf"
-  systemctl daemon-reload
-  mount "$AGENT_HOME" || fail "cannot mount the volume on $AGENT_HOME" || return 1
   printf 'device=%s\nuuid=%s\norigin=%s\n' "$dev" "$uuid" "$origin" >"$VOLUME_STATE"
+  # every boot from now on: agentbox-volume.service mounts it, and the agent's user manager waits for that
+  mkdir -p "/etc/systemd/system/user@$AGENT_UID.service.d"
+  printf '[Unit]\nRequires=agentbox-volume.service\nAfter=agentbox-volume.service\n' \
+    >"/etc/systemd/system/user@$AGENT_UID.service.d/agentbox-volume.conf"
+  systemctl daemon-reload
+  systemctl enable --now agentbox-volume.service || fail "cannot mount the volume on $AGENT_HOME" || return 1
   echo "volume $dev ($([ $origin = new ] && echo "formatted now" || echo "kept from an earlier box")) is $AGENT_HOME"
 }
 
@@ -136,6 +158,11 @@ install_claude() {
   [ "$platform" = "$CLAUDE_PLATFORM" ] ||
     fail "this machine is $platform but the stack expected $CLAUDE_PLATFORM (check agentbox:serverType)" || return 1
   dir=/opt/claude-code/$CLAUDE_VERSION
+  if claude_in_image "$platform"; then
+    echo "Claude Code $CLAUDE_VERSION ($platform) from the baked image"
+    use_claude "$dir"
+    return
+  fi
   tmp=$(mktemp -d)
   case $CLAUDE_INSTALL in
     npm)
@@ -159,8 +186,18 @@ install_claude() {
     *) fail "unknown install method $CLAUDE_INSTALL" || return 1 ;;
   esac
   rm -rf "$tmp"
-  ln -sfn "$dir/claude" /usr/local/bin/claude
-  as_agent claude --version || fail "claude does not run" || return 1
+  use_claude "$dir"
+}
+
+use_claude() { # DIR: puts its claude on PATH and runs it once: as the agent, or on an image builder (no agent) as root
+  local home rc
+  ln -sfn "$1/claude" /usr/local/bin/claude
+  if [ $MODE = box ]; then as_agent claude --version || fail "claude does not run"; return; fi
+  home=$(mktemp -d)
+  HOME=$home claude --version
+  rc=$?
+  rm -rf "$home"
+  [ $rc = 0 ] || fail "claude does not run"
 }
 
 clone_repo() {
@@ -189,6 +226,7 @@ start_egress_allowlist() {
 }
 
 enable_upgrades() {
+  apt_lists
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unattended-upgrades >/dev/null ||
     fail "apt could not install unattended-upgrades" || return 1
   systemctl enable --now apt-daily.timer apt-daily-upgrade.timer || fail "the apt timers did not start"
@@ -240,6 +278,7 @@ install_tailscale() {
   install -m 0644 "$tmp/keyring.gpg" /usr/share/keyrings/tailscale-archive-keyring.gpg
   install -m 0644 "$tmp/tailscale.list" /etc/apt/sources.list.d/tailscale.list
   rm -rf "$tmp"
+  apt_lists
   if ! apt-get update -qq -o Dir::Etc::sourcelist=sources.list.d/tailscale.list -o Dir::Etc::sourceparts=- ||
     ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tailscale tailscale-archive-keyring; then
     fail "apt could not install tailscale"
@@ -260,6 +299,67 @@ tailscale_step() {
   install_tailscale || return 1
   join_tailnet
 }
+
+# The baked image (cloud-init/bake.ts). `--bake` runs on the image builder instead of a box: it checks the packages
+# cloud-init installed, installs Claude Code as a box does and records both in /etc/agentbox/image, which a box on
+# the image reads to skip the download. `--seal` runs once cloud-init is done: it clears what must differ per box
+# or must not be in an image (cloud-init's state and logs, the machine id, host keys, package lists) and powers off,
+# which is how the cloud side (npm run bake) and the boot harness know the image is ready. A failed bake is never
+# sealed: the builder stays up.
+image_value() { sed -n "s/^$1=//p" "$IMAGE_FILE" | tail -n 1; }
+claude_in_image() { # PLATFORM
+  [ -x "/opt/claude-code/$CLAUDE_VERSION/claude" ] && [ -r "$IMAGE_FILE" ] &&
+    [ "$(image_value claude_version)" = "$CLAUDE_VERSION" ] && [ "$(image_value claude_platform)" = "$1" ]
+}
+
+bake_image() {
+  local p os missing=()
+  for p in ${PACKAGES//,/ }; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] || fail "not installed: ${missing[*]} (see /var/log/cloud-init-output.log)" || return 1
+  install_claude || return 1
+  os=$(. /etc/os-release && echo "$ID-$VERSION_ID")
+  printf '%s\n' "claude_version=$CLAUDE_VERSION" "claude_platform=$CLAUDE_PLATFORM" "claude_install=$CLAUDE_INSTALL" \
+    "packages=$PACKAGES" "builder=$BUILDER" "os=$os" "created=$(date -u +%FT%TZ)" >"$IMAGE_FILE.tmp" &&
+    mv "$IMAGE_FILE.tmp" "$IMAGE_FILE" || fail "could not write $IMAGE_FILE" || return 1
+  cat "$IMAGE_FILE"
+  # ordered after cloud-init's final stage, which would otherwise write its state back after the clean
+  systemd-run --quiet --no-block --unit=agentbox-seal --property=After=cloud-final.service \
+    /usr/local/lib/agentbox/provision --seal || fail "systemd-run could not queue the seal"
+}
+
+seal_image() {
+  local rc=0
+  cloud-init status --wait >/dev/null || rc=$?
+  # 2 is "done, with recoverable errors"; 1 is a failure, which leaves the builder up to be looked at
+  if [ $rc = 1 ]; then
+    echo "agentbox: cloud-init reports an error (cloud-init status --long): the image is not sealed"
+    return 1
+  fi
+  cloud-init clean --logs || return 1
+  # Empty, not cloud-init's "uninitialized" (--machine-id): every boot of the image still gets a machine id of its
+  # own, but no first-boot unit presets, which would enable units (networkd-wait-online...) the builder had not.
+  : >/etc/machine-id
+  find /var/lib/apt/lists -type f -delete
+  apt-get clean
+  rm -f /etc/ssh/ssh_host_*key* /root/.ssh/authorized_keys /var/lib/systemd/random-seed \
+    /var/lib/systemd/credential.secret "$BAKE_ENV"
+  echo "agentbox: image sealed; powering off"
+  systemctl poweroff
+}
+
+case $MODE in
+  bake)
+    bake_image && echo "agentbox: image baked; it is sealed once cloud-init is done" && exit 0
+    echo "agentbox: bake FAILED: ${REASON:-see above}"
+    exit 1
+    ;;
+  seal)
+    seal_image
+    exit
+    ;;
+esac
 
 : >"$STATUS"
 status_set result provisioning

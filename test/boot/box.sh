@@ -18,6 +18,7 @@ HERE=$(dirname "$0")
 . "$HERE/net.sh"
 . "$HERE/container.sh"
 . "$HERE/checks.sh"
+. "$HERE/checks-life.sh"
 
 CLOUD_INIT_TIMEOUT=${CLOUD_INIT_TIMEOUT:-900}
 NAME='' RUN_DIR='' PROXY='' T_BOOT=''
@@ -33,9 +34,11 @@ start_box() { # start_box USER_DATA: network, overlay, seed, boot; sets T_BOOT
   # BOX_ROOTFS: boot another root (a baked image, see bake.sh) instead of the cached stock one
   rootfs=${BOX_ROOTFS:-$("$BOOT_DIR/build-rootfs.sh")}
   state_set "$RUN_DIR" ROOTFS "$rootfs"
+  cp "$1" "$RUN_DIR/user-data"
   net_up "$RUN_DIR" "$NAME"
   PROXY=$(state_get "$RUN_DIR" PROXY)
   box_prepare "$RUN_DIR" "$NAME" "$rootfs" "$1"
+  prepare_volume
   T_BOOT=$(now)
   box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console.log"
   log "box $NAME booting (pid 1 = $LEADER), run directory $RUN_DIR"
@@ -67,7 +70,7 @@ box_usage() {
 median() { tr ' ' '\n' | sort -n | awk 'NF { v[++n] = $1 } END { if (!n) printf "-"; else printf "%.1f", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 
 cmd_test() {
-  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- active kills
+  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- active kills usage
   new_run
   trap 'finish_test $?' EXIT
   trap 'exit 130' INT TERM
@@ -77,8 +80,10 @@ cmd_test() {
   start_box "$ud"
   # from here on a failing command is a finding for the checks to report, not a reason to stop
   set +e
+  start_wait_ready
 
   check_network
+  start_ntfy_receiver
   if box_wait_cloud_init "$RUN_DIR" "$CLOUD_INIT_TIMEOUT"; then
     t_ci=$(since "$T_BOOT")
     ok "cloud-init finished (/run/cloud-init/result.json) within $CLOUD_INIT_TIMEOUT s"
@@ -95,11 +100,17 @@ cmd_test() {
   if grep -q '^ *EGRESS=allowlist$' "$ud"; then check_egress; fi
   check_agent_service
   active=$(unit_active_since) && t_agent=$(seconds_between "$T_BOOT" "$active")
+  check_wait_ready
+  check_baked_skip
+  check_volume
   check_restart_after_kill
   check_status_command
+  check_notifications
+  check_workflow
   check_updates
   check_secrets
   check_system ""
+  check_wait_ready_failure
   collect_artifacts ""
 
   box_poweroff "$RUN_DIR"
@@ -109,14 +120,18 @@ cmd_test() {
   box_wait_booted 120 || log "the box did not finish starting up within 120 s after the reboot"
   check_after_reboot
   active=$(unit_active_since) && t_reboot=$(seconds_between "$t2" "$active")
+  check_volume_after_reboot
+  check_workflow_after_reboot "$WORKFLOW_RUN"
   collect_artifacts "-reboot"
+  usage=$(box_usage)
+  check_recreated_on_volume
   check_proxy_destinations
 
   kills=$(IFS=, && echo "${RESTART_TIMES[*]:--}")
   echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent" \
     "restart_after_kill_s=$kills restart_after_kill_median_s=$(echo "${RESTART_TIMES[*]}" | median)" \
     "kill_to_screen_median_s=$(echo "${SCREEN_TIMES[*]}" | median)" \
-    "reboot_to_agent_s=$t_reboot $(box_usage)"
+    "reboot_to_agent_s=$t_reboot wait_ready_returned_s=$T_WAIT_READY $usage"
   summary
 }
 
@@ -126,6 +141,7 @@ finish_test() { # EXIT trap of `test`: tear down; keep the run directory when so
   # on Ctrl-C a pipe reading our output (run.sh's tee) may be gone: never die half-way here
   trap '' PIPE
   set +e
+  if [ -n "$WAIT_READY_PID" ]; then kill "$WAIT_READY_PID" 2>/dev/null; fi
   box_teardown "$RUN_DIR"
   if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${KEEP_RUN:-0}" != 1 ]; then
     rm -rf "$RUN_DIR"

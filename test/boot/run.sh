@@ -9,6 +9,7 @@
 #        AGENTBOX_RENDER  command printing a stack's user-data, run from the repository root
 #                         with the stack file appended (default: npx tsx scripts/render.ts --config)
 #        BOX_TEST_TIMEOUT seconds one boot test may take in all (default 1800)
+#        AGENTBOX_SKIP_BAKED=1  leave out the baked-image part (bake the hetzner stack's image, boot a box on it)
 #        and those of box.sh (EXPECT_CLAUDE_VERSION, CLOUD_INIT_TIMEOUT, KEEP_RUN, ...)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -79,6 +80,33 @@ for i in "${!files[@]}"; do
   summaries+=("# $label: static checks $lint; boot test $PART")
   grep '^# bench:' "$work/box.out" >>"$work/bench" || true
 done
+
+# The baked image (CI): the hetzner stack's image builder run once on the stock rootfs (cached by its user-data),
+# then that stack's box booted from the image and checked like any other. AGENTBOX_SKIP_BAKED=1 leaves it out.
+bake_to() { "$BOOT_DIR/bake.sh" "$2" >"$1"; } # bake_to PATH_FILE BAKE_USER_DATA: the baked root's path into a file
+stack=$REPO/test/stacks/Pulumi.ci-hetzner.yaml
+if ((!$#)) && [ -z "${AGENTBOX_SKIP_BAKED:-}" ] && [ -f "$stack" ]; then
+  echo "## hetzner-baked: the image (baked once, cached), then the boot test on it"
+  # shellcheck disable=SC2086 # the render command is a command line given by the caller
+  if (cd "$REPO" && $RENDER "$stack" --bake) >"$work/bake.yaml" 2>"$work/bake.err" &&
+    (cd "$REPO" && $RENDER "$stack" --baked) >"$work/baked.yaml" 2>>"$work/bake.err"; then
+    run_part "$work/bake.out" bake_to "$work/baked-root" "$work/bake.yaml"
+    image=$PART
+    baked=$(cat "$work/baked-root" 2>/dev/null || true)
+    if [ -n "$baked" ] && [ -d "$baked" ]; then
+      run_part "$work/box.out" env BOX_ROOTFS="$baked" timeout --foreground "${BOX_TEST_TIMEOUT:-1800}" \
+        "$BOOT_DIR/box.sh" test "$work/baked.yaml" hetzner-baked
+      summaries+=("# hetzner-baked: image $image; boot test $PART")
+      grep '^# bench:' "$work/box.out" >>"$work/bench" || true
+    else
+      summaries+=("# hetzner-baked: image $image; no image to boot")
+    fi
+  else
+    echo "not ok - render the hetzner stack's image builder and its baked box"
+    sed 's/^/#   /' "$work/bake.err"
+    total_failed=$((total_failed + 1))
+  fi
+fi
 
 echo "## summary"
 printf '%s\n' "${summaries[@]}"
