@@ -88,37 +88,45 @@ describe("a Hetzner stack on a matching baked image", () => {
   });
 });
 
+/**
+ * Runs the program (freshly imported) on a stack whose image check must fail: every output's failure and every
+ * unhandled rejection, as Pulumi's runtime would see them (it reports one error once, however many promises carry
+ * it), caught here instead of by vitest; and the resources created meanwhile.
+ */
+async function runRefused(stack: Record<string, string>, secretKeys: string[]) {
+  vi.resetModules();
+  const created = installMocks("agentbox", "dev", stack, secretKeys);
+  const unhandled: unknown[] = [];
+  const listeners = process.listeners("unhandledRejection");
+  process.removeAllListeners("unhandledRejection");
+  process.on("unhandledRejection", (e) => unhandled.push(e));
+  let errors: unknown[];
+  try {
+    const module = (await import("../index.js")) as unknown as Record<string, pulumi.Output<unknown>>;
+    errors = await Promise.all(
+      Object.values(module).map((o) =>
+        (o as unknown as { promise(): Promise<unknown> }).promise().then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    await settle(created);
+    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    process.removeAllListeners("unhandledRejection");
+    for (const l of listeners) process.on("unhandledRejection", l);
+  }
+  return { created, errors, unhandled };
+}
+
 describe("a stack whose baked image does not match", () => {
   test("stops with the exact error before any resource exists", async () => {
-    vi.resetModules();
-    const created = installMocks("agentbox", "dev", { ...hetznerStack, "agentbox:bakedImage": "4243" }, [
+    const { created, errors, unhandled } = await runRefused({ ...hetznerStack, "agentbox:bakedImage": "4243" }, [
       "agentbox:claudeOauthToken",
       "hcloud:token",
       "tailscale:apiKey",
     ]);
-    // The failure travels in every output, as Pulumi's runtime sees it (it reports one error once, however many
-    // promises carry it): caught here instead of by vitest, and compared.
-    const unhandled: unknown[] = [];
-    const listeners = process.listeners("unhandledRejection");
-    process.removeAllListeners("unhandledRejection");
-    process.on("unhandledRejection", (e) => unhandled.push(e));
-    let errors: unknown[];
-    try {
-      const module = (await import("../index.js")) as unknown as Record<string, pulumi.Output<unknown>>;
-      errors = await Promise.all(
-        Object.values(module).map((o) =>
-          (o as unknown as { promise(): Promise<unknown> }).promise().then(
-            () => undefined,
-            (e: unknown) => e,
-          ),
-        ),
-      );
-      await settle(created);
-      await new Promise((r) => setTimeout(r, 50));
-    } finally {
-      process.removeAllListeners("unhandledRejection");
-      for (const l of listeners) process.on("unhandledRejection", l);
-    }
     expect(created).toEqual([]);
     // the program's own ConfigError: index.ts was imported afresh, with its own copy of config.ts
     const fresh = await import("../components/config.js");
@@ -136,24 +144,8 @@ describe("a stack whose baked image does not match", () => {
 
   // (Pulumi's mocks drop an invoke's error message; the unit tests check that the cloud's own reason is quoted)
   test("an id the cloud does not know is refused the same way", async () => {
-    vi.resetModules();
-    const created = installMocks("agentbox", "dev", { ...hetznerStack, "agentbox:bakedImage": "999" }, []);
-    const listeners = process.listeners("unhandledRejection");
-    process.removeAllListeners("unhandledRejection");
-    process.on("unhandledRejection", () => undefined);
-    let error: unknown;
-    try {
-      const module = (await import("../index.js")) as unknown as Record<string, pulumi.Output<unknown>>;
-      error = await (module.cloud as unknown as { promise(): Promise<unknown> }).promise().then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      await settle(created);
-      await new Promise((r) => setTimeout(r, 50));
-    } finally {
-      process.removeAllListeners("unhandledRejection");
-      for (const l of listeners) process.on("unhandledRejection", l);
-    }
+    const { created, errors } = await runRefused({ ...hetznerStack, "agentbox:bakedImage": "999" }, []);
+    const error = errors[0];
     expect(created).toEqual([]);
     expect((error as ConfigError).problems).toEqual([
       expect.stringMatching(

@@ -6,18 +6,6 @@ set -uo pipefail
 agentbox_load_env /etc/agentbox/box.env
 
 STATUS=/var/lib/agentbox/status
-uid=$(id -u "$AGENT_USER" 2>/dev/null)
-
-# the agent's user manager and tmux server belong to the agent: reach them as the agent
-as_agent() {
-  if [ "$(id -un)" = "$AGENT_USER" ]; then
-    env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
-  elif [ "$(id -u)" = 0 ]; then
-    runuser -u "$AGENT_USER" -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
-  else
-    sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" 2>/dev/null
-  fi
-}
 status_of() { sed -n "s/^$1=//p" "$STATUS" 2>/dev/null; }
 row() { printf '%-11s %s\n' "$1" "$2"; }
 
@@ -26,7 +14,7 @@ steps=$(grep -v -e '^result=' "$STATUS" 2>/dev/null | grep -v '=ok$' | paste -sd
 row provision: "$(status_of result || true)${steps:+ ($steps)}  [$STATUS]"
 row cloud-init: "$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
 
-if unit=$(as_agent systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
+if unit=$(agentbox_as_agent systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
   -p ActiveEnterTimestamp 2>/dev/null) && [ -n "$unit" ]; then
   state=$(sed -n 's/^ActiveState=//p' <<<"$unit")/$(sed -n 's/^SubState=//p' <<<"$unit")
   since=$(sed -n 's/^ActiveEnterTimestamp=//p' <<<"$unit")
@@ -52,6 +40,6 @@ elif [ "${WORKFLOW:-0}" = 1 ]; then
 fi
 
 echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
-as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
+agentbox_as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
   sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
   echo "  (no tmux session)"

@@ -24,3 +24,17 @@ agentbox_has_conversation() {
   local dir=${1//[^a-zA-Z0-9]/-}
   compgen -G "$HOME/.claude/projects/$dir/*.jsonl" >/dev/null
 }
+
+# Runs a command as the agent, with its user manager's runtime dir, from the agent itself, root, or a login that may
+# sudo to the agent (the admin login): the agent's user manager and tmux server belong to the agent.
+agentbox_as_agent() {
+  local uid
+  uid=$(id -u "$AGENT_USER") || return 1
+  if [ "$(id -u)" = "$uid" ]; then
+    env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
+  elif [ "$(id -u)" = 0 ]; then
+    runuser -u "$AGENT_USER" -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
+  else
+    sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" 2>/dev/null
+  fi
+}

@@ -14,19 +14,8 @@ agentbox_load_env /etc/agentbox/box.env
 STATUS=/var/lib/agentbox/status
 timeout=900
 if [ "${1:-}" = --timeout ] && [[ ${2:-} =~ ^[0-9]+$ ]]; then timeout=$2; fi
-uid=$(id -u "$AGENT_USER")
-
-as_agent() {
-  if [ "$(id -u)" = "$uid" ]; then
-    env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
-  elif [ "$(id -u)" = 0 ]; then
-    runuser -u "$AGENT_USER" -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
-  else
-    sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" 2>/dev/null
-  fi
-}
 result() { sed -n 's/^result=//p' "$STATUS" 2>/dev/null; }
-agent_state() { as_agent systemctl --user is-active claude-agent.service 2>/dev/null; }
+agent_state() { agentbox_as_agent systemctl --user is-active claude-agent.service 2>/dev/null; }
 problems() { grep -v -e '^result=' -e '=ok$' "$STATUS" 2>/dev/null | sed 's/^/  /'; }
 where() { # one line of progress: what the box is doing now
   local r steps
@@ -44,7 +33,7 @@ details() {
   echo "--- cloud-init"
   cloud-init status --long 2>/dev/null | sed -n '/^status:/p; /^errors:/,$p' | head -n 20
   echo "--- claude-agent.service: $(agent_state || true)"
-  as_agent journalctl --user -u claude-agent.service -n 15 --no-pager -o cat 2>/dev/null ||
+  agentbox_as_agent journalctl --user -u claude-agent.service -n 15 --no-pager -o cat 2>/dev/null ||
     echo "(its journal is not readable here)"
   echo "--- /var/log/agentbox/provision.log (last lines)"
   tail -n 15 /var/log/agentbox/provision.log 2>/dev/null || echo "(not readable here)"

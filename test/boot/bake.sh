@@ -151,6 +151,8 @@ cmd_bake() { # cmd_bake [--rebuild] USER_DATA
   flock 7 # one bake at a time; a second caller waits and then reuses it
   if [ -e "$baked/.baked" ] && [ $rebuild = 0 ]; then
     log "reusing baked rootfs $baked ($(cat "$baked/.baked"))"
+    # checked again (seconds): what a box boots from must still hold no box and no secret
+    check_image "$baked" "$ud" >&2 || die "the cached baked image fails its checks: bake.sh --rebuild"
     echo "$baked"
     return 0
   fi
