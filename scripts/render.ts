@@ -5,6 +5,7 @@
  *   npm run render -- --stack dev              (reads ./Pulumi.dev.yaml)
  *   npm run render -- --config path/Pulumi.x.yaml [--stack x]
  *   --without-secrets   leave the agent's credential out (Claude Code then asks you to log in), as `npm run try` does
+ *   --readable          every file uncompressed (what the cloud receives has its larger files gzip+base64)
  *   --bake              the image builder's user-data for the stack instead (what `npm run bake` boots)
  *   --baked             the box's user-data as on a baked image (as if agentbox:bakedImage were set; the image
  *                       itself is checked against the stack by `pulumi up`, which needs the cloud)
@@ -42,6 +43,7 @@ export function renderStack(
   project: string,
   withSecrets = true,
   image: "stock" | "bake" | "baked" = "stock",
+  readable = false,
 ): string {
   const raw = rawConfigFromStackFile(readFileSync(stackFile, "utf8"));
   if (!withSecrets) for (const key of SECRET_KEYS) delete raw[key];
@@ -58,6 +60,7 @@ export function renderStack(
       ntfyToken: config.notify?.token,
       tailnetKey: config.tailscale.enabled ? TAILNET_KEY_PLACEHOLDER : undefined,
     }),
+    { readable },
   );
 }
 
@@ -69,6 +72,7 @@ function main() {
       "without-secrets": { type: "boolean" },
       bake: { type: "boolean" },
       baked: { type: "boolean" },
+      readable: { type: "boolean" },
     },
   });
   const root = join(__dirname, "..");
@@ -85,7 +89,9 @@ function main() {
   const project = (parse(readFileSync(join(root, "Pulumi.yaml"), "utf8")) as { name?: string } | null)?.name;
   try {
     const image = values.bake ? "bake" : values.baked ? "baked" : "stock";
-    process.stdout.write(renderStack(file, stack, project ?? "agentbox", !values["without-secrets"], image));
+    process.stdout.write(
+      renderStack(file, stack, project ?? "agentbox", !values["without-secrets"], image, values.readable),
+    );
   } catch (e) {
     console.error(e instanceof ConfigError ? e.message : e);
     process.exit(1);
