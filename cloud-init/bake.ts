@@ -8,17 +8,17 @@
  * Nothing per box goes in: no users, no keys, no secrets, no firewall, no services.
  */
 import { createHash } from "node:crypto";
-import { stringify } from "yaml";
 import {
   BOX_PATHS,
   type BoxSpec,
-  COMPRESS_FROM_BYTES,
-  USER_DATA_LIMIT_BYTES,
+  type WriteFile,
   boxFile,
   claudePlatform,
+  cloudConfigText,
   envFile,
-  gzipForBox,
+  forTheCloud,
   packagesFor,
+  yaml11,
 } from "./render";
 
 export const BAKE_PATHS = {
@@ -63,13 +63,6 @@ export function bakePackages(spec: BakeSpec): string[] {
   return [...new Set(packagesFor({ ...EVERY_OPTION, ...spec }))].sort();
 }
 
-interface WriteFile {
-  path: string;
-  content: string;
-  encoding?: "gz+b64";
-  permissions: string;
-}
-
 /** The document as an object; `builder` goes into the image's record (see builderHash). */
 export function buildBakeConfig(spec: BakeSpec, builder = builderHash(spec)): Record<string, unknown> {
   const lib = BOX_PATHS.lib;
@@ -94,11 +87,7 @@ export function buildBakeConfig(spec: BakeSpec, builder = builderHash(spec)): Re
     // An image is where upgrades cost nothing: boxes made from it start with current packages.
     package_upgrade: true,
     packages: bakePackages(spec),
-    write_files: files.map((f) =>
-      Buffer.byteLength(f.content, "utf8") >= COMPRESS_FROM_BYTES && !f.path.endsWith(".env")
-        ? { ...f, encoding: "gz+b64", content: gzipForBox(f.content) }
-        : f,
-    ),
+    write_files: forTheCloud(files),
     runcmd: [[`${lib}/provision`, "--bake"]],
   };
 }
@@ -114,20 +103,12 @@ export function builderHash(spec: BakeSpec): string {
     claudeCode: { version: "0.0.0", installMethod: spec.claudeCode.installMethod },
   };
   return createHash("sha256")
-    .update(yamlOf(buildBakeConfig(neutral, "")))
+    .update(yaml11(buildBakeConfig(neutral, "")))
     .digest("hex")
     .slice(0, 12);
 }
 
-const yamlOf = (doc: Record<string, unknown>) =>
-  stringify(doc, { version: "1.1", lineWidth: 0, blockQuote: "literal", aliasDuplicateObjects: false });
-
 /** The builder's #cloud-config text. */
 export function renderBakeConfig(spec: BakeSpec): string {
-  const text = `#cloud-config\n${yamlOf(buildBakeConfig(spec))}`;
-  const bytes = Buffer.byteLength(text, "utf8");
-  if (bytes > USER_DATA_LIMIT_BYTES) {
-    throw new Error(`the bake user-data is ${bytes} bytes, over Hetzner's ${USER_DATA_LIMIT_BYTES}-byte limit`);
-  }
-  return text;
+  return cloudConfigText(buildBakeConfig(spec), "the bake user-data");
 }

@@ -100,7 +100,7 @@ export function envFile(entries: Record<string, string | undefined>): string {
     .join("");
 }
 
-interface WriteFile {
+export interface WriteFile {
   path: string;
   content: string;
   encoding?: "gz+b64";
@@ -348,31 +348,37 @@ export function gzipForBox(text: string): string {
 export const compressed = (f: { path: string; content: string }) =>
   Buffer.byteLength(f.content, "utf8") >= COMPRESS_FROM_BYTES && !f.path.endsWith(".env");
 
+/** write_files as the cloud receives them: the large ones compressed (this document's and the image builder's). */
+export const forTheCloud = (files: readonly WriteFile[]): WriteFile[] =>
+  files.map((f) => (compressed(f) ? { ...f, encoding: "gz+b64", content: gzipForBox(f.content) } : f));
+
 /** The document with its large files compressed: what the cloud receives. */
 export function compressedCloudConfig(spec: BoxSpec): Record<string, unknown> {
   const doc = buildCloudConfig(spec);
-  const files = (doc.write_files as WriteFile[]).map((f) =>
-    compressed(f) ? { ...f, encoding: "gz+b64", content: gzipForBox(f.content) } : f,
-  );
-  return { ...doc, write_files: files };
+  return { ...doc, write_files: forTheCloud(doc.write_files as WriteFile[]) };
+}
+
+/** YAML 1.1 (the version cloud-init's PyYAML reads), deterministic for equal documents. */
+export const yaml11 = (doc: Record<string, unknown>): string =>
+  stringify(doc, { version: "1.1", lineWidth: 0, blockQuote: "literal", aliasDuplicateObjects: false });
+
+/** A #cloud-config text, refused when it is over the limit unless `limited` is false. `what` names it in the error. */
+export function cloudConfigText(doc: Record<string, unknown>, what: string, limited = true): string {
+  const text = `#cloud-config\n${yaml11(doc)}`;
+  const bytes = Buffer.byteLength(text, "utf8");
+  if (limited && bytes > USER_DATA_LIMIT_BYTES) {
+    throw new Error(`${what} is ${bytes} bytes, over Hetzner's ${USER_DATA_LIMIT_BYTES}-byte limit`);
+  }
+  return text;
 }
 
 /**
- * The #cloud-config text: YAML 1.1-safe (the version cloud-init's PyYAML reads), deterministic for equal specs.
+ * The #cloud-config text of a box, deterministic for equal specs.
  * `readable` leaves every file uncompressed, for people to review (npm run render -- --readable); it may then
  * exceed the limit, which only applies to what the cloud receives.
  */
 export function renderCloudConfig(spec: BoxSpec, opts: { readable?: boolean } = {}): string {
-  const body = stringify(opts.readable ? buildCloudConfig(spec) : compressedCloudConfig(spec), {
-    version: "1.1",
-    lineWidth: 0,
-    blockQuote: "literal",
-    aliasDuplicateObjects: false,
-  });
-  const text = `#cloud-config\n${body}`;
-  const bytes = Buffer.byteLength(text, "utf8");
-  if (!opts.readable && bytes > USER_DATA_LIMIT_BYTES) {
-    throw new Error(`the rendered user-data is ${bytes} bytes, over Hetzner's ${USER_DATA_LIMIT_BYTES}-byte limit`);
-  }
-  return text;
+  return opts.readable
+    ? cloudConfigText(buildCloudConfig(spec), "the rendered user-data", false)
+    : cloudConfigText(compressedCloudConfig(spec), "the rendered user-data");
 }
