@@ -194,6 +194,15 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     2,
   )}\n`;
 
+  // Owned by the agent, readable by it alone. Deferred: the user does not exist yet when write_files normally runs.
+  const agentFile = (path: string, content: string): WriteFile => ({
+    path,
+    content,
+    owner: `${spec.user}:${spec.user}`,
+    permissions: "0600",
+    defer: true,
+  });
+
   const writeFiles: WriteFile[] = [
     { path: `${lib}/lib.sh`, content: boxFile("lib.sh"), permissions: "0644" },
     { path: `${lib}/provision`, content: boxFile("provision.sh"), permissions: "0755" },
@@ -261,43 +270,25 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
           },
         ]
       : []),
-    // defer: these belong to the user, who does not exist yet when write_files normally runs
-    {
-      path: `${home}/.config/agentbox/agent.env`,
-      content: agentEnv,
-      owner: `${spec.user}:${spec.user}`,
-      permissions: "0600",
-      defer: true,
-    },
+    // the agent's private files, in its home
+    agentFile(`${home}/.config/agentbox/agent.env`, agentEnv),
     ...(spec.notify
       ? [
-          {
-            path: `${home}/.config/agentbox/notify.env`,
-            content: envFile({ NTFY_URL: spec.notify.url, NTFY_TOKEN: spec.notify.token }),
-            owner: `${spec.user}:${spec.user}`,
-            permissions: "0600",
-            defer: true,
-          },
+          agentFile(
+            `${home}/.config/agentbox/notify.env`,
+            envFile({ NTFY_URL: spec.notify.url, NTFY_TOKEN: spec.notify.token }),
+          ),
         ]
       : []),
     ...(spec.workflow
       ? [
-          {
-            path: `${home}/.config/agentbox/workflow-prompt`,
-            content: spec.workflow.prompt.endsWith("\n") ? spec.workflow.prompt : `${spec.workflow.prompt}\n`,
-            owner: `${spec.user}:${spec.user}`,
-            permissions: "0600",
-            defer: true,
-          },
+          agentFile(
+            `${home}/.config/agentbox/workflow-prompt`,
+            spec.workflow.prompt.endsWith("\n") ? spec.workflow.prompt : `${spec.workflow.prompt}\n`,
+          ),
         ]
       : []),
-    {
-      path: `${home}/.claude.json`,
-      content: claudeJson,
-      owner: `${spec.user}:${spec.user}`,
-      permissions: "0600",
-      defer: true,
-    },
+    agentFile(`${home}/.claude.json`, claudeJson),
   ];
 
   return {
