@@ -232,13 +232,18 @@ enable_upgrades() {
   systemctl enable --now apt-daily.timer apt-daily-upgrade.timer || fail "the apt timers did not start"
 }
 
-start_agent() {
+# What `systemctl --user enable UNIT` does, done as files: cloud-init runs as root with no login session, where
+# `systemctl --user` has no manager to talk to. enable_user_unit UNIT (a unit in /etc/systemd/user)
+enable_user_unit() {
   local wants=$AGENT_HOME/.config/systemd/user/default.target.wants
-  # What `systemctl --user enable` does, done as files: cloud-init runs as root with no login session, where
-  # `systemctl --user` has no manager to talk to. Enabled before linger, so the user manager starts it itself.
-  install -d -o "$AGENT_USER" -g "$AGENT_GROUP" "$AGENT_HOME/.config/systemd" "$AGENT_HOME/.config/systemd/user" "$wants"
-  ln -sfn /etc/systemd/user/claude-agent.service "$wants/claude-agent.service"
-  chown -h "$AGENT_USER:$AGENT_GROUP" "$wants/claude-agent.service"
+  install -d -o "$AGENT_USER" -g "$AGENT_GROUP" "$AGENT_HOME/.config/systemd" "$AGENT_HOME/.config/systemd/user" "$wants" &&
+    ln -sfn "/etc/systemd/user/$1" "$wants/$1" &&
+    chown -h "$AGENT_USER:$AGENT_GROUP" "$wants/$1"
+}
+
+start_agent() {
+  # enabled before linger, so the user manager starts it itself
+  enable_user_unit claude-agent.service || fail "could not enable claude-agent.service" || return 1
   loginctl enable-linger "$AGENT_USER" || fail "loginctl enable-linger failed" || return 1
   # enable-linger returns before the user manager is up
   systemctl start "user@$AGENT_UID.service" || fail "user@$AGENT_UID.service did not start" || return 1
@@ -253,11 +258,9 @@ start_agent() {
 }
 
 start_workflow() {
-  local wants=$AGENT_HOME/.config/systemd/user/default.target.wants
   install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 /var/lib/agentbox/workflow
   # enabled, so that a run cut short by a reboot is marked as such (it never starts twice)
-  ln -sfn /etc/systemd/user/agentbox-workflow.service "$wants/agentbox-workflow.service"
-  chown -h "$AGENT_USER:$AGENT_GROUP" "$wants/agentbox-workflow.service"
+  enable_user_unit agentbox-workflow.service || fail "could not enable agentbox-workflow.service" || return 1
   as_agent systemctl --user daemon-reload
   as_agent systemctl --user start --no-block agentbox-workflow.service || fail "agentbox-workflow.service did not start"
 }
