@@ -18,6 +18,17 @@ const VOLUME_GLOB: Record<Cloud, string> = { hetzner: HETZNER_VOLUME_GLOB, digit
 /** The host of an ntfy topic URL (the config has checked its form). */
 export const ntfyHost = (url: string) => new URL(url).hostname;
 
+/**
+ * The stack's own secrets as the validated config holds them (plain text), for the places that render without
+ * Pulumi: the size check before anything is created, and `npm run render`. The program itself passes them as
+ * Pulumi secrets instead.
+ */
+export const boxSecretsOf = (config: AgentBoxConfig): Omit<BoxSecrets, "tailnetKey"> => ({
+  agentAuth: config.auth.kind === "none" ? undefined : config.auth.value,
+  ntfyUrl: config.notify?.url,
+  ntfyToken: config.notify?.token,
+});
+
 /** What the box needs to know, from the validated config plus the secrets that only exist at deploy time. */
 export function boxSpecOf(config: AgentBoxConfig, secrets: BoxSecrets): BoxSpec {
   const { auth, tailscale: ts } = config;

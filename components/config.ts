@@ -118,6 +118,15 @@ export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropic
 /** Raw stack config: key (without namespace) → the string Pulumi stores (lists arrive as JSON text). */
 export type RawConfig = Partial<Record<string, string>>;
 
+/** The `agentbox:*` entries of a stack's whole config (namespaced keys, as Pulumi hands them over), unprefixed. */
+export function agentboxKeys(all: Record<string, string>): RawConfig {
+  const raw: RawConfig = {};
+  for (const [key, value] of Object.entries(all)) {
+    if (key.startsWith(`${NAMESPACE}:`)) raw[key.slice(NAMESPACE.length + 1)] = value;
+  }
+  return raw;
+}
+
 const set = (key: string, value: string) => `pulumi config set ${NAMESPACE}:${key} ${value}`;
 const show = (value: string) => JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
 

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { USER_DATA_LIMIT_BYTES, renderCloudConfig } from "../cloud-init/render";
-import { boxSpecOf } from "./boxSpec";
-import { type AgentBoxConfig, ConfigError, NAMESPACE, type RawConfig, credentialProblems, parseConfig } from "./config";
+import { boxSecretsOf, boxSpecOf } from "./boxSpec";
+import { type AgentBoxConfig, ConfigError, NAMESPACE, agentboxKeys, credentialProblems, parseConfig } from "./config";
 
 /** As long as a real tailnet auth key (they are about 60 characters), so that the size check below is honest. */
 const KEY_OF_REAL_LENGTH = `tskey-auth-${"x".repeat(60)}`;
@@ -14,9 +14,7 @@ export function userDataProblem(config: AgentBoxConfig): string | undefined {
   try {
     renderCloudConfig(
       boxSpecOf(config, {
-        agentAuth: config.auth.kind === "none" ? undefined : config.auth.value,
-        ntfyUrl: config.notify?.url,
-        ntfyToken: config.notify?.token,
+        ...boxSecretsOf(config),
         tailnetKey: config.tailscale.enabled ? KEY_OF_REAL_LENGTH : undefined,
       }),
     );
@@ -34,12 +32,8 @@ export function userDataProblem(config: AgentBoxConfig): string | undefined {
  */
 export function loadStackConfig(): AgentBoxConfig {
   const all = pulumi.runtime.allConfig();
-  const raw: RawConfig = {};
-  for (const [key, value] of Object.entries(all)) {
-    if (key.startsWith(`${NAMESPACE}:`)) raw[key.slice(NAMESPACE.length + 1)] = value;
-  }
   // a workflow prompt file is read relative to the project directory, where Pulumi runs the program
-  const config = parseConfig(raw, { project: pulumi.getProject(), stack: pulumi.getStack() });
+  const config = parseConfig(agentboxKeys(all), { project: pulumi.getProject(), stack: pulumi.getStack() });
   const problems = credentialProblems(config, all, process.env);
   const size = userDataProblem(config);
   if (size) problems.push(size);

@@ -20,7 +20,7 @@ import {
   type AgentBoxConfig,
   ConfigError,
   NAMESPACE,
-  type RawConfig,
+  agentboxKeys,
   credentialProblems,
   parseConfig,
 } from "../components/config";
@@ -77,13 +77,9 @@ const TOKEN_VARIABLES = { hetzner: "HCLOUD_TOKEN", digitalocean: "DIGITALOCEAN_T
 /** The whole bake; resolves to the exit code. */
 export async function runBake(deps: BakeDeps, project: string, stack: string): Promise<number> {
   const all = await deps.stackConfig();
-  const raw: RawConfig = {};
-  for (const [key, value] of Object.entries(all)) {
-    if (key.startsWith(`${NAMESPACE}:`)) raw[key.slice(NAMESPACE.length + 1)] = value;
-  }
   let config: AgentBoxConfig;
   try {
-    config = parseConfig(raw, { project, stack, readFile: (f) => readFileSync(join(ROOT, f), "utf8") });
+    config = parseConfig(agentboxKeys(all), { project, stack, readFile: (f) => readFileSync(join(ROOT, f), "utf8") });
     // only the cloud's credential matters here: the builder joins no tailnet
     const problems = credentialProblems(
       { cloud: config.cloud, tailscale: { ...config.tailscale, enabled: false } },

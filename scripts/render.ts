@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { parse } from "yaml";
 import { bakeSpecOf, renderBakeConfig } from "../cloud-init/bake";
 import { renderCloudConfig } from "../cloud-init/render";
-import { boxSpecOf } from "../components/boxSpec";
+import { boxSecretsOf, boxSpecOf } from "../components/boxSpec";
 import { ConfigError, NAMESPACE, type RawConfig, SECRET_KEYS, parseConfig } from "../components/config";
 
 // ntfyUrl's stands in as a URL (the config checks its form) on a name that can never resolve (RFC 2606).
@@ -55,9 +55,7 @@ export function renderStack(
   const config = image === "baked" ? { ...parsed, bakedImage: parsed.bakedImage ?? { id: "render" } } : parsed;
   return renderCloudConfig(
     boxSpecOf(config, {
-      agentAuth: config.auth.kind === "none" ? undefined : config.auth.value,
-      ntfyUrl: config.notify?.url,
-      ntfyToken: config.notify?.token,
+      ...boxSecretsOf(config),
       tailnetKey: config.tailscale.enabled ? TAILNET_KEY_PLACEHOLDER : undefined,
     }),
     { readable },

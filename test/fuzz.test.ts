@@ -7,7 +7,7 @@ import * as fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { parse } from "yaml";
 import { buildCloudConfig, compressedCloudConfig, renderCloudConfig } from "../cloud-init/render";
-import { boxSpecOf } from "../components/boxSpec";
+import { boxSecretsOf, boxSpecOf } from "../components/boxSpec";
 import { CONFIG_KEYS, ConfigError, type ConfigKey, SECRET_KEYS, cidrProblem, parseConfig } from "../components/config";
 import { SSH_KEY } from "./stacks";
 
@@ -83,12 +83,7 @@ describe.each(CONFIG_KEYS.filter((k) => k !== "sshPublicKeys"))("agentbox:%s wit
           return;
         }
         const c = result.config!;
-        const spec = boxSpecOf(c, {
-          agentAuth: c.auth.kind === "none" ? undefined : c.auth.value,
-          ntfyUrl: c.notify?.url,
-          ntfyToken: c.notify?.token,
-          tailnetKey: "tskey-auth-fuzz",
-        });
+        const spec = boxSpecOf(c, { ...boxSecretsOf(c), tailnetKey: "tskey-auth-fuzz" });
         const text = renderCloudConfig(spec, { readable: true });
         // YAML: the document reads back exactly as it was built, whatever the values held (and so does what the
         // cloud receives, with its large files compressed)

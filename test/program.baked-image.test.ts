@@ -4,21 +4,15 @@ import { parse } from "yaml";
 import { renderBakeConfig } from "../cloud-init/bake";
 import { bakeProgram, hetznerImageLabels, imageContentsFor, imageName } from "../components/bakedImage";
 import { placeholderSshKey } from "../components/cloudSshKey";
-import { type AgentBoxConfig, ConfigError, parseConfig } from "../components/config";
+import { type AgentBoxConfig, ConfigError, agentboxKeys, parseConfig } from "../components/config";
 import { type CreatedResource, FAKE_IMAGES, type Program, installMocks, runProgram, valueOf } from "./mocks";
 import { SSH_KEY, digitalOceanStack, hetznerStack } from "./stacks";
 
 // A stack that names a baked image: the program reads the image from the cloud (the getImage invoke, answered by
 // the mocks from FAKE_IMAGES) before it creates anything, and boots the server from it.
 
-const rawOf = (stack: Record<string, string>) =>
-  Object.fromEntries(
-    Object.entries(stack)
-      .filter(([k]) => k.startsWith("agentbox:"))
-      .map(([k, v]) => [k.slice("agentbox:".length), v]),
-  );
 const configOf = (stack: Record<string, string>, name = "dev"): AgentBoxConfig =>
-  parseConfig(rawOf(stack), { project: "agentbox", stack: name });
+  parseConfig(agentboxKeys(stack), { project: "agentbox", stack: name });
 
 const byType = (resources: CreatedResource[], type: string) => resources.filter((r) => r.type === type);
 const one = (resources: CreatedResource[], type: string) => {

@@ -4,7 +4,7 @@ import { parse } from "yaml";
 import { renderCloudConfig } from "../cloud-init/render";
 import { boxSpecOf } from "../components/boxSpec";
 import { placeholderSshKey } from "../components/cloudSshKey";
-import { parseConfig } from "../components/config";
+import { agentboxKeys, parseConfig } from "../components/config";
 import { FAKE_TAILNET_KEY, type Program, runProgram, valueOf } from "./mocks";
 import { SSH_KEY, TOKEN, hetznerStack } from "./stacks";
 
@@ -148,12 +148,7 @@ describe("outputs", () => {
   });
 
   test("the user-data is exactly what the pure builder renders for this config (deterministic)", async () => {
-    const raw = Object.fromEntries(
-      Object.entries(hetznerStack)
-        .filter(([k]) => k.startsWith("agentbox:"))
-        .map(([k, v]) => [k.slice("agentbox:".length), v]),
-    );
-    const config = parseConfig(raw, { project: "agentbox", stack: "dev" });
+    const config = parseConfig(agentboxKeys(hetznerStack), { project: "agentbox", stack: "dev" });
     const expected = renderCloudConfig(boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY }));
     expect(await valueOf(program.module.userData!)).toBe(expected);
     expect(renderCloudConfig(boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY }))).toBe(expected);
