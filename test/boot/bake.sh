@@ -22,8 +22,6 @@ HERE=$(dirname "$0")
 BAKE_TIMEOUT=${BAKE_TIMEOUT:-900}
 NAME='' RUN_DIR='' T_BOOT=''
 
-seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-
 boot_root() { # boot_root ROOTFS USER_DATA [NO_CLOUD_INIT]: a run of its own (box.sh's building blocks); sets T_BOOT
   NAME=agentbox-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
   RUN_DIR=$BOOT_RUNS/$NAME

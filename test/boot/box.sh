@@ -57,8 +57,6 @@ collect_artifacts() { # collect_artifacts SUFFIX: what explains a failure, into 
   return 0
 }
 
-seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; } # seconds_between FROM TO
-
 # the box's disk (its overlay's upper layer) and what it received through the proxy (the veth's counter)
 box_usage() {
   local veth

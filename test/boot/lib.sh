@@ -20,8 +20,9 @@ die() {
   exit 2
 }
 now() { date +%s.%N; }
-# seconds elapsed since $1 (a `now` value), one decimal
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# seconds from $1 to $2 (`now` values), one decimal; since: from $1 until now
+seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+since() { seconds_between "$1" "$(now)"; }
 
 require_root() { [ "$(id -u)" = 0 ] || die "the boot harness must run as root (it uses namespaces, mounts and cgroups)"; }
 
