@@ -139,11 +139,8 @@ export async function runBake(deps: BakeDeps, project: string, stack: string): P
 
 async function realDeps(stack: Stack, stackName: string): Promise<BakeDeps> {
   const { LocalWorkspace } = await import("@pulumi/pulumi/automation/index.js");
-  const { pulumiCommand } = await import("./workflow.js");
-  // @ts-expect-error: a plain ES module without types
-  const wrapper = (await import("./pulumi.mjs")) as { defaultBackend(env: NodeJS.ProcessEnv): string | undefined };
-  const backend = wrapper.defaultBackend(process.env);
-  const command = await pulumiCommand();
+  // the image stack runs with the same Pulumi CLI and state backend as the stack it bakes for (see openStack)
+  const workspace = { pulumiCommand: stack.workspace.pulumiCommand, envVars: { ...stack.workspace.envVars } };
   const onOutput = (text: string) => process.stderr.write(text);
   let imageStack: Stack | undefined;
   return {
@@ -154,7 +151,7 @@ async function realDeps(stack: Stack, stackName: string): Promise<BakeDeps> {
     async up(program, providerConfig) {
       imageStack = await LocalWorkspace.createOrSelectStack(
         { stackName: imageStackName(stackName), projectName: "agentbox", program },
-        { pulumiCommand: command, envVars: backend ? { PULUMI_BACKEND_URL: backend } : {} },
+        workspace,
       );
       for (const [key, value] of Object.entries(providerConfig)) {
         await imageStack.setConfig(key, { value, secret: true });
