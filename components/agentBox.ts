@@ -112,27 +112,24 @@ export class AgentBox extends pulumi.ComponentResource {
         : undefined;
     const cleaned = cleanup ? cleanup.generation : pulumi.output("");
 
-    let userData: pulumi.Output<string>;
-    if (config.tailscale.enabled) {
-      const key = new tailscale.TailnetKey(
-        `${name}-tailnet-key`,
-        {
-          reusable: false,
-          ephemeral: false,
-          preauthorized: true,
-          tags: config.tailscale.tags,
-          expiry: TAILNET_KEY_EXPIRY_SECONDS,
-          recreateIfInvalid: "never",
-          description,
-        },
-        { parent: this },
-      );
-      userData = pulumi
-        .all([secrets, key.key, cleaned])
-        .apply(([x, k]) => renderCloudConfig(boxSpecOf(config, { ...x, tailnetKey: k })));
-    } else {
-      userData = secrets.apply((x) => renderCloudConfig(boxSpecOf(config, x)));
-    }
+    const tailnetKey = config.tailscale.enabled
+      ? new tailscale.TailnetKey(
+          `${name}-tailnet-key`,
+          {
+            reusable: false,
+            ephemeral: false,
+            preauthorized: true,
+            tags: config.tailscale.tags,
+            expiry: TAILNET_KEY_EXPIRY_SECONDS,
+            recreateIfInvalid: "never",
+            description,
+          },
+          { parent: this },
+        ).key
+      : pulumi.output<string | undefined>(undefined);
+    const userData = pulumi
+      .all([secrets, tailnetKey, cleaned])
+      .apply(([x, k]) => renderCloudConfig(boxSpecOf(config, { ...x, tailnetKey: k })));
     // Carries the agent's credential and the tailnet key: secret in state and outputs, whatever fed it.
     this.userData = pulumi.secret(userData);
 
