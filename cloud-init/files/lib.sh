@@ -38,3 +38,19 @@ agentbox_as_agent() {
     sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" 2>/dev/null
   fi
 }
+
+# Prints the persistent volume's block device (at $VOLUME_GLOB, where the cloud's udev links it), waiting up to
+# SECONDS for it to appear; with UUID, only the volume whose filesystem has it. agentbox_volume_device SECONDS [UUID]
+agentbox_volume_device() {
+  local dev _
+  for _ in $(seq "$1"); do
+    for dev in $VOLUME_GLOB; do
+      if [ -b "$dev" ] && { [ -z "${2:-}" ] || [ "$(blkid -s UUID -o value "$dev")" = "$2" ]; }; then
+        echo "$dev"
+        return 0
+      fi
+    done
+    sleep 1
+  done
+  return 1
+}

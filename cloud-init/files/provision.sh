@@ -99,12 +99,9 @@ prepare_home() {
 # agentbox-volume.service on every boot, which the agent's user manager requires: no agent on an empty home.
 VOLUME_STATE=/var/lib/agentbox/volume
 attach_volume() {
-  local dev='' uuid origin=kept stage=/run/agentbox/volume-stage rc f _
-  for _ in $(seq "${VOLUME_WAIT_S:-300}"); do
-    for f in $VOLUME_GLOB; do [ -b "$f" ] && dev=$f && break 2; done
-    sleep 1
-  done
-  [ -n "$dev" ] || fail "no volume at $VOLUME_GLOB after ${VOLUME_WAIT_S:-300} s (pulumi up attaches it; see the cloud console)" || return 1
+  local dev uuid origin=kept stage=/run/agentbox/volume-stage rc f
+  dev=$(agentbox_volume_device "${VOLUME_WAIT_S:-300}") ||
+    fail "no volume at $VOLUME_GLOB after ${VOLUME_WAIT_S:-300} s (pulumi up attaches it; see the cloud console)" || return 1
   blkid -p "$dev" >/dev/null 2>&1
   rc=$?
   case $rc in

@@ -11,13 +11,6 @@ agentbox_load_env /etc/agentbox/box.env
 uuid=$(sed -n 's/^uuid=//p' /var/lib/agentbox/volume)
 [ -n "$uuid" ] || { echo "no volume recorded in /var/lib/agentbox/volume" >&2; exit 1; }
 if mountpoint -q "$AGENT_HOME"; then exit 0; fi
-for _ in $(seq "${VOLUME_WAIT_S:-90}"); do
-  for dev in $VOLUME_GLOB; do
-    if [ -b "$dev" ] && [ "$(blkid -s UUID -o value "$dev")" = "$uuid" ]; then
-      exec mount -t ext4 "$dev" "$AGENT_HOME"
-    fi
-  done
-  sleep 1
-done
+if dev=$(agentbox_volume_device "${VOLUME_WAIT_S:-90}" "$uuid"); then exec mount -t ext4 "$dev" "$AGENT_HOME"; fi
 echo "the volume $uuid did not appear at $VOLUME_GLOB: the agent stays stopped rather than work on an empty home" >&2
 exit 1
