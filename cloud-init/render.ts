@@ -35,6 +35,10 @@ export const BOX_PATHS = {
   workflowUnit: "/etc/systemd/user/agentbox-workflow.service",
   volumeUnit: "/etc/systemd/system/agentbox-volume.service",
   workflowState: "/var/lib/agentbox/workflow/state",
+  /** Memory: a ceiling for all logins and the agent together, a lower one for the agent's units, and zram swap. */
+  userSliceMemory: "/etc/systemd/system/user.slice.d/50-agentbox-memory.conf",
+  agentSliceMemory: "/etc/systemd/user/app.slice.d/50-agentbox-memory.conf",
+  zram: "/etc/systemd/zram-generator.conf.d/50-agentbox.conf",
   /** Claude Code's managed settings: the notification hooks, beside (never inside) the user's own settings. */
   claudeManagedSettings: "/etc/claude-code/managed-settings.json",
 } as const;
@@ -78,14 +82,31 @@ export function homeOf(user: string): string {
 
 const FILES_DIR = join(__dirname, "files");
 const fileCache = new Map<string, string>();
-/** A file from ./files, read once: one `pulumi up` renders the document more than once. */
+/**
+ * A file from ./files as the box gets it, read once (one `pulumi up` renders the document more than once). Shell
+ * scripts keep their shebang, their opening comment (what the script is and how to use it) and shellcheck
+ * directives, but lose the other comment lines: the commented source is in this repository, and Hetzner's 32 KiB
+ * user-data limit is shared by everything the box needs (the comments cost about a fifth of it).
+ */
 export function boxFile(name: string): string {
   let text = fileCache.get(name);
   if (text === undefined) {
     text = readFileSync(join(FILES_DIR, name), "utf8");
+    if (/\.(sh|service|timer|conf)$/.test(name)) text = withoutInnerComments(text);
     fileCache.set(name, text);
   }
   return text;
+}
+
+/** Drops full-line comments after a script's opening comment block, except shellcheck directives. */
+export function withoutInnerComments(script: string): string {
+  const lines = script.split("\n");
+  let opening = 0;
+  while (opening < lines.length && lines[opening]!.startsWith("#")) opening++;
+  return [
+    ...lines.slice(0, opening),
+    ...lines.slice(opening).filter((l) => !/^\s*#/.test(l) || /^\s*# shellcheck /.test(l)),
+  ].join("\n");
 }
 
 /** KEY=VALUE lines; refuses values that could end a line early or hide a second entry. */
@@ -120,6 +141,8 @@ export function packagesFor(spec: BoxSpec): string[] {
     "curl",
     "ca-certificates",
     "nftables",
+    // compressed swap in RAM (see files/zram-generator.conf)
+    "systemd-zram-generator",
     // formats the volume (cloud images have it; naming it costs nothing)
     ...(spec.volume ? ["e2fsprogs"] : []),
     ...(spec.notify ? ["jq"] : []),
@@ -210,6 +233,10 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: `${lib}/claude-session`, content: boxFile("claude-session.sh"), permissions: "0755" },
     { path: `${lib}/notify`, content: boxFile("notify.sh"), permissions: "0755" },
     { path: `${lib}/tmux.conf`, content: boxFile("tmux.conf"), permissions: "0644" },
+    { path: `${lib}/home-files`, content: boxFile("home-files.sh"), permissions: "0755" },
+    { path: BOX_PATHS.userSliceMemory, content: boxFile("memory-user-slice.conf"), permissions: "0644" },
+    { path: BOX_PATHS.agentSliceMemory, content: boxFile("memory-app-slice.conf"), permissions: "0644" },
+    { path: BOX_PATHS.zram, content: boxFile("zram-generator.conf"), permissions: "0644" },
     { path: BOX_PATHS.statusCommand, content: boxFile("agentbox-status.sh"), permissions: "0755" },
     { path: BOX_PATHS.waitReady, content: boxFile("wait-ready.sh"), permissions: "0755" },
     { path: BOX_PATHS.loginBanner, content: boxFile("login-banner.sh"), permissions: "0644" },
@@ -323,7 +350,7 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
 }
 
 /** Files at least this large travel gzip-compressed (cloud-init's `encoding: gz+b64`); smaller ones stay readable. */
-export const COMPRESS_FROM_BYTES = 512;
+export const COMPRESS_FROM_BYTES = 300;
 
 /**
  * The bytes of a gz+b64 file. Why fflate and not node:zlib: the user-data must be byte-identical wherever

@@ -17,6 +17,7 @@ import {
   envFile,
   packagesFor,
   renderCloudConfig,
+  withoutInnerComments,
 } from "../cloud-init/render";
 import { SSH_KEY } from "./stacks";
 
@@ -112,7 +113,16 @@ describe("the document", () => {
 
   test("installs the agent's tools and updates lists without upgrading on the way to a running agent", () => {
     expect(doc(base)).toMatchObject({ package_update: true, package_upgrade: false });
-    expect(packagesFor(base)).toEqual(["tmux", "git", "mosh", "curl", "ca-certificates", "nftables", "nodejs"]);
+    expect(packagesFor(base)).toEqual([
+      "tmux",
+      "git",
+      "mosh",
+      "curl",
+      "ca-certificates",
+      "nftables",
+      "systemd-zram-generator",
+      "nodejs",
+    ]);
     expect(packagesFor(variants["arm64, download install, repo, Tailscale SSH, api key"]!)).toEqual([
       "tmux",
       "git",
@@ -120,8 +130,40 @@ describe("the document", () => {
       "curl",
       "ca-certificates",
       "nftables",
+      "systemd-zram-generator",
       "python3",
     ]);
+  });
+
+  test("box files keep their opening comment and shellcheck directives, lose inner comment lines, keep every line of code", () => {
+    const script = [
+      "#!/bin/bash",
+      "# what it is",
+      "set -u",
+      "# why this",
+      "  # indented why",
+      "# shellcheck source=lib.sh",
+      ". lib.sh # trailing comments stay",
+      "echo '#not a comment'",
+      "",
+    ].join("\n");
+    expect(withoutInnerComments(script)).toBe(
+      [
+        "#!/bin/bash",
+        "# what it is",
+        "set -u",
+        "# shellcheck source=lib.sh",
+        ". lib.sh # trailing comments stay",
+        "echo '#not a comment'",
+        "",
+      ].join("\n"),
+    );
+    for (const name of readdirSync(FILES).filter((f) => /\.(sh|service|timer|conf)$/.test(f))) {
+      const code = (t: string) => t.split("\n").filter((l) => !/^\s*#/.test(l));
+      expect(code(withoutInnerComments(readFileSync(join(FILES, name), "utf8"))), name).toEqual(
+        code(readFileSync(join(FILES, name), "utf8")),
+      );
+    }
   });
 
   test("places every script and unit from cloud-init/files verbatim", () => {
@@ -154,10 +196,18 @@ describe("the document", () => {
       "agentbox-workflow.service": BOX_PATHS.workflowUnit,
       "volume-mount.sh": `${BOX_PATHS.lib}/volume-mount`,
       "agentbox-volume.service": BOX_PATHS.volumeUnit,
+      "home-files.sh": `${BOX_PATHS.lib}/home-files`,
+      "memory-user-slice.conf": BOX_PATHS.userSliceMemory,
+      "memory-app-slice.conf": BOX_PATHS.agentSliceMemory,
+      "zram-generator.conf": BOX_PATHS.zram,
     };
     expect(Object.keys(placed).sort()).toEqual(readdirSync(FILES).sort());
     for (const [name, path] of Object.entries(placed)) {
-      expect(file(full, path)?.content, path).toBe(readFileSync(join(FILES, name), "utf8"));
+      const source = readFileSync(join(FILES, name), "utf8");
+      // scripts, units and settings travel without their inner comment lines (see boxFile); the rest byte for byte
+      expect(file(full, path)?.content, path).toBe(
+        /\.(sh|service|timer|conf)$/.test(name) ? withoutInnerComments(source) : source,
+      );
     }
     expect(doc(base).runcmd).toEqual([[`${BOX_PATHS.lib}/provision`]]);
   });
@@ -173,6 +223,10 @@ describe("the document", () => {
       "/usr/local/lib/agentbox/claude-session - 0755 false",
       "/usr/local/lib/agentbox/notify - 0755 false",
       "/usr/local/lib/agentbox/tmux.conf - 0644 false",
+      "/usr/local/lib/agentbox/home-files - 0755 false",
+      "/etc/systemd/system/user.slice.d/50-agentbox-memory.conf - 0644 false",
+      "/etc/systemd/user/app.slice.d/50-agentbox-memory.conf - 0644 false",
+      "/etc/systemd/zram-generator.conf.d/50-agentbox.conf - 0644 false",
       "/usr/local/bin/agentbox-status - 0755 false",
       "/usr/local/bin/agentbox-wait-ready - 0755 false",
       "/etc/profile.d/agentbox.sh - 0644 false",

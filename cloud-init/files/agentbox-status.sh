@@ -29,11 +29,21 @@ else
   row tailscale: "not installed$(status_of tailscale | sed 's/^/ (/; s/$/)/')"
 fi
 
-if [ -r /var/lib/agentbox/workflow/state ]; then
-  wf() { sed -n "s/^$1=//p" /var/lib/agentbox/workflow/state; }
-  case $(wf state) in
-    running) row workflow: "running for $(($(date +%s) - $(wf started))) s of $(wf timeout_minutes) min; output $(wf output)" ;;
-    *) row workflow: "$(wf state) after $(($(wf ended) - $(wf started))) s (claude exit $(wf exit)); output $(wf output)" ;;
+# The workflow's state is the agent's to write (the workflow runs as the agent), and root or the admin login may
+# run this: it is read with the agent's rights (a link to a file only root may read shows nothing), at most 4 KiB,
+# and every value is checked before use, never evaluated, and printed without control characters.
+WF_STATE=/var/lib/agentbox/workflow/state
+if wf_text=$(agentbox_as_agent timeout 5 head -c 4096 "$WF_STATE" 2>/dev/null) && [ -n "$wf_text" ]; then
+  wf() { sed -n "s/^$1=//p" <<<"$wf_text" | head -n 1 | tr -d '\000-\037\177' | cut -c 1-160; }
+  number() { [[ $1 =~ ^(0|[1-9][0-9]{0,11})$ ]] && echo "$1"; }
+  started=$(number "$(wf started)") ended=$(number "$(wf ended)") minutes=$(number "$(wf timeout_minutes)")
+  state=$(wf state)
+  case $state in
+    running) row workflow: "running for $(if [ -n "$started" ]; then echo "$(($(date +%s) - started))"; else echo "?"; fi) s of ${minutes:-?} min; output $(wf output)" ;;
+    success | failure | timeout)
+      row workflow: "$state after $(if [ -n "$started" ] && [ -n "$ended" ]; then echo "$((ended - started))"; else echo "?"; fi) s (claude exit $(wf exit)); output $(wf output)"
+      ;;
+    *) row workflow: "unreadable state file $WF_STATE (state '$state')" ;;
   esac
 elif [ "${WORKFLOW:-0}" = 1 ]; then
   row workflow: "not started yet"
@@ -41,5 +51,5 @@ fi
 
 echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
 agentbox_as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
-  sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
+  tr -d '\000-\010\013-\037\177' | sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
   echo "  (no tmux session)"

@@ -83,8 +83,9 @@ apt_lists() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get 
 as_agent() { runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"; }
 fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 300 "$@"; }
 
+# The home as cloud-init made it on the root disk (before any volume is mounted over it): write_files made the
+# parent folders of the agent's files as root.
 prepare_home() {
-  # write_files made the parent directories of the user's files as root
   if ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 "$AGENT_HOME/.config" "$WORKSPACE" ||
     ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0700 "$AGENT_HOME/.config/agentbox" "$AGENT_HOME/.claude" ||
     ! chown "$AGENT_USER:$AGENT_GROUP" "$AGENT_HOME/.claude.json" "$AGENT_HOME"/.config/agentbox/*; then
@@ -92,14 +93,46 @@ prepare_home() {
   fi
 }
 
+# Folders and files in the agent's home, written as the agent (see home-files.sh): root never writes into, or
+# follows a link in, what the agent may have shaped. home_files ROOT dir|file|rm ...
+home_files() { runuser -u "$AGENT_USER" -- "$LIB/home-files" "$@"; }
+LIB=/usr/local/lib/agentbox
+
 # The persistent volume becomes the agent's home: the workspace, Claude Code's history, settings and login, and
 # the workflow runs all live there and outlive the server. A blank volume is formatted (only one with no
 # signature at all: anything else is refused, never overwritten) and seeded with the home cloud-init made; a
 # volume from an earlier box keeps everything but takes this box's keys and credentials. Mounted by
 # agentbox-volume.service on every boot, which the agent's user manager requires: no agent on an empty home.
+#
+# A kept volume is hostile input: the earlier agent (root itself, with agentbox:sudo) may have left links, device
+# nodes or set-uid files anywhere on it. So root mounts it nosymfollow here (no link on it is ever followed),
+# nosuid and nodev always, changes only ownership (chown -h: a link itself, never its target), and puts this box's
+# files in place as the agent.
 VOLUME_STATE=/var/lib/agentbox/volume
+# this box's keys and credentials, which replace an earlier box's: path in the home, mode
+BOX_FILES=(.ssh/authorized_keys:0600 .config/agentbox/agent.env:0600 .config/agentbox/notify.env:0600
+  .config/agentbox/workflow-prompt:0600)
+kept_volume_files() { # STAGE: this box's files on a kept volume, as the agent
+  local entry f
+  for entry in "${BOX_FILES[@]}"; do
+    f=${entry%:*}
+    if [ -e "$AGENT_HOME/$f" ]; then
+      home_files "$1" file "$AGENT_HOME/$f" "$f" "${entry##*:}" || fail "could not put $f on the kept volume" || return 1
+    else
+      home_files "$1" rm "$f" || fail "could not remove an earlier box's $f from the volume" || return 1
+    fi
+  done
+  # Claude Code's settings and login stay; a missing, empty or odd one (a link, a FIFO) is this box's again
+  if [ -L "$1/.claude.json" ] || [ ! -f "$1/.claude.json" ] || [ ! -s "$1/.claude.json" ]; then
+    home_files "$1" file "$AGENT_HOME/.claude.json" .claude.json 0600 || fail "could not put .claude.json on the volume" || return 1
+  fi
+  home_files "$1" dir workspace .claude .config/agentbox || fail "could not make the home's folders on the volume" || return 1
+  # sshd ignores keys in a folder others may write to
+  runuser -u "$AGENT_USER" -- chmod 0700 "$1/.ssh" || fail "could not make $1/.ssh private"
+}
+
 attach_volume() {
-  local dev uuid origin=kept stage=/run/agentbox/volume-stage rc f
+  local dev uuid origin=kept stage=/run/agentbox-volume-stage rc
   dev=$(agentbox_volume_device "${VOLUME_WAIT_S:-300}") ||
     fail "no volume at $VOLUME_GLOB after ${VOLUME_WAIT_S:-300} s (pulumi up attaches it; see the cloud console)" || return 1
   blkid -p "$dev" >/dev/null 2>&1
@@ -115,21 +148,21 @@ attach_volume() {
   [ "$(blkid -s TYPE -o value "$dev")" = ext4 ] ||
     fail "$dev holds $(blkid -s TYPE -o value "$dev"), not agentbox's ext4: left untouched" || return 1
   uuid=$(blkid -s UUID -o value "$dev")
-  mkdir -p "$stage"
-  mount "$dev" "$stage" || fail "cannot mount $dev" || return 1
-  if [ ! -e "$stage/.agentbox-volume" ]; then
-    cp -a "$AGENT_HOME/." "$stage/" && echo "created=$(date -u +%FT%TZ)" >"$stage/.agentbox-volume"
-  else
-    # this box's keys and credentials replace an earlier box's; everything else on the volume stays
-    for f in .ssh/authorized_keys .config/agentbox/agent.env .config/agentbox/notify.env .config/agentbox/workflow-prompt; do
-      if [ -e "$AGENT_HOME/$f" ]; then install -D -p -m 0600 "$AGENT_HOME/$f" "$stage/$f"; else rm -f "$stage/$f"; fi
-    done
-    [ -e "$stage/.claude.json" ] || cp -p "$AGENT_HOME/.claude.json" "$stage/"
+  install -d -m 0755 "$stage"
+  mount -t ext4 -o nosuid,nodev,nosymfollow "$dev" "$stage" || fail "cannot mount $dev" || return 1
+  if [ $origin = new ] && ! { cp -a "$AGENT_HOME/." "$stage/" && date -u +created=%FT%TZ >"$stage/.agentbox-volume"; }; then
+    umount "$stage"
+    fail "could not seed the new volume"
+    return 1
   fi
-  # an earlier box may have given the agent another uid
-  [ "$(stat -c %u "$stage/.agentbox-volume")" = "$AGENT_UID" ] || chown -R "$AGENT_USER:$AGENT_GROUP" "$stage"
-  chown "$AGENT_USER:$AGENT_GROUP" "$stage"
+  # Everything on the volume is the agent's (an earlier box may have given the agent another uid).
+  find "$stage" -xdev \( ! -user "$AGENT_UID" -o ! -group "$AGENT_GROUP" \) -exec chown -h "$AGENT_USER:$AGENT_GROUP" {} + ||
+    { umount "$stage"; fail "could not give the volume's files to $AGENT_USER"; return 1; }
   chmod --reference="$AGENT_HOME" "$stage"
+  if [ $origin = kept ] && ! kept_volume_files "$stage"; then
+    umount "$stage"
+    return 1
+  fi
   umount "$stage"
   printf 'device=%s\nuuid=%s\norigin=%s\n' "$dev" "$uuid" "$origin" >"$VOLUME_STATE"
   # every boot from now on: agentbox-volume.service mounts it, and the agent's user manager waits for that
@@ -198,7 +231,7 @@ use_claude() { # DIR: puts its claude on PATH and runs it once: as the agent, or
 }
 
 clone_repo() {
-  if [ -n "$(ls -A "$WORKSPACE" 2>/dev/null)" ]; then
+  if [ -n "$(as_agent find "$WORKSPACE/" -mindepth 1 -maxdepth 1 2>/dev/null | head -n 1)" ]; then
     echo "workspace is not empty; leaving it as it is"
     return 0
   fi
@@ -206,6 +239,18 @@ clone_repo() {
   [ -n "${REPO_BRANCH:-}" ] && args+=(--branch "$REPO_BRANCH")
   as_agent env GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new -o BatchMode=yes" GIT_TERMINAL_PROMPT=0 \
     git "${args[@]}" -- "$REPO_URL" "$WORKSPACE" || fail "git clone failed (a private repository needs a deploy key on the box)"
+}
+
+# Memory: the slices' limits (user.slice, the agent's app.slice: their drop-ins came with the user-data) take
+# effect with a reload; zram swap starts from the generator's unit. A container has no zram: nothing to start.
+start_memory_limits() {
+  systemctl daemon-reload || fail "systemctl daemon-reload failed" || return 1
+  if systemd-detect-virt --quiet --container; then
+    echo "in a container ($(systemd-detect-virt --container)): no zram swap here; the memory limits stand"
+    return 0
+  fi
+  systemctl start dev-zram0.swap || fail "zram swap did not start (journalctl -u systemd-zram-setup@zram0)" || return 1
+  swapon --show=NAME,SIZE --noheadings
 }
 
 start_firewall() {
@@ -232,10 +277,9 @@ enable_upgrades() {
 # What `systemctl --user enable UNIT` does, done as files: cloud-init runs as root with no login session, where
 # `systemctl --user` has no manager to talk to. enable_user_unit UNIT (a unit in /etc/systemd/user)
 enable_user_unit() {
-  local wants=$AGENT_HOME/.config/systemd/user/default.target.wants
-  install -d -o "$AGENT_USER" -g "$AGENT_GROUP" "$AGENT_HOME/.config/systemd" "$AGENT_HOME/.config/systemd/user" "$wants" &&
-    ln -sfn "/etc/systemd/user/$1" "$wants/$1" &&
-    chown -h "$AGENT_USER:$AGENT_GROUP" "$wants/$1"
+  local wants=.config/systemd/user/default.target.wants
+  home_files "$AGENT_HOME" dir "$wants" && home_files "$AGENT_HOME" rm "$wants/$1" &&
+    as_agent ln -s "/etc/systemd/user/$1" "$AGENT_HOME/$wants/$1"
 }
 
 start_agent() {
@@ -364,12 +408,14 @@ esac
 : >"$STATUS"
 status_set result provisioning
 mandatory_ok=1 optional_ok=1 firewall_ok=1
-# The volume first: everything after it writes into the agent's home. Without it the agent does not start.
-if [ "${VOLUME:-0}" = 1 ]; then step volume attach_volume || mandatory_ok=0; fi
+# The home cloud-init made, then the volume over it: everything after that writes into the agent's home, as the
+# agent. Without the volume the agent does not start.
 step home prepare_home || mandatory_ok=0
+if [ "${VOLUME:-0}" = 1 ] && [ $mandatory_ok = 1 ]; then step volume attach_volume || mandatory_ok=0; fi
 # A firewall that did not load fails the box (result=failed) without stopping the agent: the cloud firewall remains.
 step firewall start_firewall || firewall_ok=0
 step claude install_claude || mandatory_ok=0
+step memory start_memory_limits || optional_ok=0
 # Before the agent starts, so that it never runs unrestricted; a failure fails the box like the firewall's.
 if [ "${EGRESS:-open}" = allowlist ]; then step egress start_egress_allowlist || firewall_ok=0; fi
 if [ -n "${REPO_URL:-}" ]; then step repo clone_repo || optional_ok=0; fi
