@@ -1,7 +1,8 @@
 /**
  * The box's own firewall, as an nftables ruleset. It holds when the cloud firewall is detached or misconfigured:
- * nothing on a public interface accepts a connection unless `allowSshFrom` lets SSH in, and the agent's user
- * cannot reach the cloud's metadata service (which serves the user-data to anyone on the box who asks).
+ * nothing on a public interface accepts a connection unless `allowSshFrom` lets SSH in (a published container
+ * port neither), and neither the agent's user nor a container can reach the cloud's metadata service (which
+ * serves the user-data to anyone on the box who asks).
  *
  * Written by hand because it is data, not code: nftables' own syntax is the clearest statement of the rules, and
  * every value placed in it (user names, CIDRs) is validated before it gets here.
@@ -16,8 +17,10 @@ export interface FirewallSpec {
   /** CIDRs allowed to reach SSH (TCP 22) on any interface. */
   allowSshFrom: readonly string[];
   /**
-   * Logins that may reach only the addresses in the egress sets (and DNS). The sets are filled by
-   * agentbox-egress.service from host names; nothing else may leave the box under these users' uids.
+   * Logins that may reach only the addresses in the egress sets, and DNS on the box's own resolvers; forwarded
+   * traffic (containers) is held to the same sets. The sets are filled by agentbox-egress.service from host names
+   * and resolv.conf; nothing else may leave the box under these users' uids or through it.
+   * @default [] (egress open)
    */
   egressAllowlistFor?: readonly string[];
 }
@@ -45,19 +48,48 @@ export function renderFirewall(spec: FirewallSpec): string {
     `    meta skuid "${user}" ip6 daddr ${METADATA_ADDRESSES.ipv6} reject comment "metadata: no user-data for the agent"`,
   ]);
   const restricted = spec.egressAllowlistFor ?? [];
+  const allowlist = restricted.length > 0;
   const egress = restricted.flatMap((user) => [
     `    meta skuid "${user}" oif lo accept`,
-    `    meta skuid "${user}" meta l4proto { tcp, udp } th dport 53 accept comment "DNS"`,
-    `    meta skuid "${user}" ip daddr @egress4 accept`,
-    `    meta skuid "${user}" ip6 daddr @egress6 accept`,
+    `    meta skuid "${user}" jump allowlist`,
     `    meta skuid "${user}" reject comment "egress allow-list: not an allowed host"`,
   ]);
-  const sets = restricted.length
-    ? [
-        '  set egress4 { type ipv4_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
-        '  set egress6 { type ipv6_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
-      ]
-    : [];
+  // The allow-list, once for the agent's uid (output) and for forwarded traffic. Port 53 is DNS only to the box's
+  // own resolvers: to any other host, an allowed one too, it would be a way out.
+  const allowlistChain = [
+    "  chain allowlist {",
+    "    ip daddr @resolvers4 meta l4proto { tcp, udp } th dport 53 accept",
+    "    ip6 daddr @resolvers6 meta l4proto { tcp, udp } th dport 53 accept",
+    `    meta l4proto { tcp, udp } th dport 53 counter reject comment "DNS: the box's own resolvers only"`,
+    "    ip daddr @egress4 accept",
+    "    ip6 daddr @egress6 accept",
+    "  }",
+  ];
+  const sets = [
+    '  set egress4 { type ipv4_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
+    '  set egress6 { type ipv6_addr; flags timeout; comment "filled by agentbox-egress.service"; }',
+    '  set resolvers4 { type ipv4_addr; comment "filled by agentbox-egress.service"; }',
+    '  set resolvers6 { type ipv6_addr; comment "filled by agentbox-egress.service"; }',
+  ];
+  // Forwarded traffic (Docker's containers) carries no socket uid: the output chain never sees it. A published
+  // container port is DNAT'd before the input chain could refuse it, so it is refused here, but from the tailnet.
+  // With egress open the policy stays accept, so that Docker's own forwarding rules decide the rest.
+  const forward = [
+    "  chain forward {",
+    `    type filter hook forward priority filter; policy ${allowlist ? "drop" : "accept"};`,
+    `    ip daddr ${METADATA_ADDRESSES.ipv4} counter drop comment "metadata: no user-data for containers"`,
+    `    ip6 daddr ${METADATA_ADDRESSES.ipv6} counter drop comment "metadata: no user-data for containers"`,
+    '    ct state new ct status dnat iifname != { "lo", "tailscale0" } counter drop comment "published container ports: from the tailnet only"',
+    ...(allowlist
+      ? [
+          "    ct state established,related accept",
+          '    iifname "tailscale0" accept',
+          "    jump allowlist",
+          '    counter drop comment "egress allow-list: not an allowed host"',
+        ]
+      : []),
+    "  }",
+  ];
   return [
     "#!/usr/sbin/nft -f",
     "# agentbox host firewall; loaded by agentbox-firewall.service. Only this table is touched: tailscaled and",
@@ -65,7 +97,7 @@ export function renderFirewall(spec: FirewallSpec): string {
     "table inet agentbox",
     "delete table inet agentbox",
     "table inet agentbox {",
-    ...sets,
+    ...(allowlist ? [...sets, ...allowlistChain] : []),
     "  chain input {",
     "    type filter hook input priority filter; policy drop;",
     "    iif lo accept",
@@ -77,8 +109,12 @@ export function renderFirewall(spec: FirewallSpec): string {
     '    udp sport 547 udp dport 546 accept comment "DHCPv6 replies"',
     ...ssh,
     "  }",
+    ...forward,
     "  chain output {",
     "    type filter hook output priority filter; policy accept;",
+    // replies (a dev server reached over the tailnet, mosh-server), and connections made while their address was
+    // allowed: an address that leaves the egress sets stops new connections only
+    "    ct state established,related accept",
     ...metadata,
     ...egress,
     "  }",

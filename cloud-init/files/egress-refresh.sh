@@ -1,15 +1,15 @@
 #!/bin/bash
-# Fills the egress allow-list of the host firewall (egress=allowlist): resolves every allowed host name and adds its
-# addresses to the nft sets with a timeout, so that addresses a host stops using fall out again. A name that does
-# not resolve is skipped and logged: one dead entry never stops the others, nor the box. Run at boot and every
-# 15 minutes by agentbox-egress.timer.
+# Fills the host firewall's egress allow-list (egress=allowlist), at boot and every 15 minutes: the allowed hosts'
+# addresses into egress4/egress6 with a timeout, the box's resolvers into resolvers4/resolvers6. A name that does
+# not resolve is logged and keeps its addresses until they time out.
 set -uo pipefail
 # shellcheck source=lib.sh
 . /usr/local/lib/agentbox/lib.sh
 ETC=${AGENTBOX_ETC:-/etc/agentbox} # the tests point it elsewhere
 agentbox_load_env "$ETC/box.env"
-
-TTL=2h
+TTL=${AGENTBOX_EGRESS_TTL:-2h}
+# systemd-resolved's resolv.conf names the servers behind its stub
+RESOLV=${AGENTBOX_RESOLV:-/etc/resolv.conf /run/systemd/resolve/resolv.conf}
 
 # the host part of a URL or scp-style git address: scheme, user, port and path removed
 host_of() { sed -E 's#^[a-zA-Z][a-zA-Z0-9+.-]*://##; s#^[^@/]*@##; s#[:/].*$##'; }
@@ -24,18 +24,45 @@ allowed_hosts() {
   [ -n "${REPO_URL:-}" ] && host_of <<<"$REPO_URL"
 }
 
-resolved=0 dead=0
+# "SET { a, b }": one family's addresses but loopback (one odd word would fail the whole transaction)
+elements() { # elements SET v4|v6 ADDRESSES [TIMEOUT]
+  local re='^[0-9]{1,3}(\.[0-9]{1,3}){3}$' a
+  [ "$2" = v6 ] && re='^[0-9a-f]*:[0-9a-f:.]*$'
+  a=$(grep -E "$re" <<<"$3" | grep -v -e '^127\.' -e '^::1$' -e '^::ffff:' | sort -u | sed "s/\$/${4:+ timeout $4}/")
+  [ -n "$a" ] && echo "$1 { ${a//$'\n'/, } }"
+}
+
+# `add` leaves an existing element's timeout as it was on most kernels: add, delete, add again
+refresh() { # refresh SET v4|v6 ADDRESSES
+  local with
+  with=$(elements "$@" "$TTL") || return 0
+  printf '%s element inet agentbox %s\n' add "$with" delete "$(elements "$@")" add "$with"
+}
+replace() { # replace SET v4|v6 ADDRESSES: the set holds exactly these
+  echo "flush set inet agentbox $1"
+  elements "$@" | sed 's/^/add element inet agentbox /'
+}
+
+resolved=0 dead=0 addresses=
 while read -r host; do
   [ -n "$host" ] || continue
-  v4=$(timeout 5 getent ahostsv4 "$host" | awk '{ print $1 }' | sort -u | paste -sd, -)
-  v6=$(timeout 5 getent ahostsv6 "$host" | awk '$1 !~ /^::ffff:/ { print $1 }' | sort -u | paste -sd, -)
-  if [ -z "$v4$v6" ]; then
+  a=$(timeout 5 getent ahosts "$host" | awk '{ print $1 }')
+  if [ -z "$a" ]; then
     echo "egress: $host does not resolve; skipped"
     dead=$((dead + 1))
     continue
   fi
-  [ -n "$v4" ] && nft add element inet agentbox egress4 "{ ${v4//,/ timeout $TTL, } timeout $TTL }"
-  [ -n "$v6" ] && nft add element inet agentbox egress6 "{ ${v6//,/ timeout $TTL, } timeout $TTL }"
+  addresses+=$a$'\n'
   resolved=$((resolved + 1))
 done < <(allowed_hosts | tr '[:upper:]' '[:lower:]' | sort -u)
+# shellcheck disable=SC2086 # a list of files
+servers=$(awk '$1 == "nameserver" { print $2 }' $RESOLV 2>/dev/null)
+
+tx=$(
+  refresh egress4 v4 "$addresses"
+  refresh egress6 v6 "$addresses"
+  replace resolvers4 v4 "$servers"
+  replace resolvers6 v6 "$servers"
+)
+nft -f - <<<"$tx" || { printf 'egress: nft refused the refresh:\n%s\n' "$tx"; exit 1; }
 echo "egress: $resolved hosts allowed, $dead did not resolve"
