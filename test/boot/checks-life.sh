@@ -26,29 +26,40 @@ wants_notify() { ud_has 'path: /home/[a-z_-]*/.config/agentbox/notify.env$'; }
 # as `pulumi up` does over SSH (as the agent) and record when it returned and what it said.
 start_wait_ready() {
   (
+    if ssh_from_harness; then
+      # over SSH with the user's key, as pulumi up dials it: until sshd lets the agent in, every try fails (255)
+      for _ in $(seq 600); do
+        box_ssh "$AGENT" "$WAIT_READY" --timeout 600 >"$RUN_DIR/wait-ready.out" 2>&1
+        rc=$?
+        [ $rc = 255 ] || break
+        sleep 1
+      done
+      echo "$rc $(now) ssh" >"$RUN_DIR/wait-ready.rc"
+      exit
+    fi
     for _ in $(seq 600); do
       cin id "$AGENT" >/dev/null 2>&1 && cin test -x "$WAIT_READY" && break
       sleep 0.5
     done
     cin runuser -u "$AGENT" -- "$WAIT_READY" --timeout 600 >"$RUN_DIR/wait-ready.out" 2>&1
-    echo "$? $(now)" >"$RUN_DIR/wait-ready.rc"
+    echo "$? $(now) nsenter" >"$RUN_DIR/wait-ready.rc"
   ) &
   # shellcheck disable=SC2034 # box.sh ends it
   WAIT_READY_PID=$!
 }
 
 check_wait_ready() {
-  local rc t out
+  local rc t how out
   for _ in $(seq 120); do
     [ -s "$RUN_DIR/wait-ready.rc" ] && break
     sleep 1
   done
-  read -r rc t <"$RUN_DIR/wait-ready.rc" 2>/dev/null || rc=none
+  read -r rc t how <"$RUN_DIR/wait-ready.rc" 2>/dev/null || rc=none
   # never left running: a process entered from outside would keep the box from powering off
   cin pkill -f "$WAIT_READY" 2>/dev/null
   out=$(cat "$RUN_DIR/wait-ready.out" 2>/dev/null)
   [ -n "${t:-}" ] && T_WAIT_READY=$(seconds_between "$T_BOOT" "$t")
-  log "agentbox-wait-ready returned $rc, $T_WAIT_READY s after boot; it said:"
+  log "agentbox-wait-ready (${how:-?}) returned $rc, $T_WAIT_READY s after boot; it said:"
   while IFS= read -r line; do log "  $line"; done <<<"$out"
   if [ "$rc" = 0 ] && grep -q '^agentbox: ready after [0-9]* s of waiting: degraded, claude-agent.service active$' <<<"$out" &&
     grep -q '^  tailscale=failed: ' <<<"$out" && grep -q '^agentbox: waiting ([0-9]* s): ' <<<"$out"; then
@@ -230,6 +241,7 @@ check_volume_after_reboot() {
 check_recreated_on_volume() {
   local t0 t_active active
   wants_volume || return 0
+  play_hostile_agent
   log "re-creating the box on the same volume (a fresh root disk, a new instance id)"
   box_recreate "$RUN_DIR" "$NAME" "$RUN_DIR/user-data"
   t0=$(now)
@@ -244,8 +256,9 @@ check_recreated_on_volume() {
   check "re-created box: /home/$AGENT is the volume" home_is_volume
   check "re-created box: the workspace file of the first box is there" file_says "/home/$AGENT/workspace/agentbox-test-marker" "$NAME"
   check "re-created box: Claude Code's folder of the first box is there" file_says "/home/$AGENT/.claude/agentbox-test-marker" "$NAME"
-  check "re-created box: this box's SSH keys are in place" cin test -s "/home/$AGENT/.ssh/authorized_keys"
   check "re-created box: the agent runs" eventually 60 ucl is-active "$UNIT"
+  check_ssh_logins "re-created box: "
+  check_hostile_volume_outcome
   active=$(unit_active_since) && t_active=$(seconds_between "$t0" "$active") && log "re-created box: agent active $t_active s after boot"
   if wants_workflow; then
     check "re-created box: the first box's workflow run is still on the volume" cin test -s "$FIRST_RUN_OUTPUT"

@@ -10,6 +10,7 @@
 #                         with the stack file appended (default: npx tsx scripts/render.ts --config)
 #        BOX_TEST_TIMEOUT seconds one boot test may take in all (default 1800)
 #        AGENTBOX_SKIP_BAKED=1  leave out the baked-image part (bake the hetzner stack's image, boot a box on it)
+#        Each rendered stack gets one more SSH key, made for the run (BOX_SSH_KEY, for box.sh's login checks).
 #        and those of box.sh (EXPECT_CLAUDE_VERSION, CLOUD_INIT_TIMEOUT, KEEP_RUN, ...)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -25,6 +26,15 @@ trap 'exit 130' INT TERM
 
 labels=() files=()
 total_passed=0 total_failed=0
+# The run's own SSH key, added to every stack it renders: the checks log in with it as the user does (box.sh).
+ssh-keygen -q -t ed25519 -N '' -C agentbox-boot-test -f "$work/id_ed25519"
+export BOX_SSH_KEY=$work/id_ed25519
+mkdir -p "$work/stacks"
+with_key() { # with_key STACK_FILE: a copy of it (same file name, so the same stack) with the run's key added
+  local copy
+  copy=$work/stacks/$(basename "$1")
+  node "$BOOT_DIR/with-ssh-key.mjs" "$1" "$(cat "$BOX_SSH_KEY.pub")" >"$copy" && echo "$copy"
+}
 if (($#)); then
   for f in "$@"; do
     labels+=("$(basename "$f" .yaml)")
@@ -40,7 +50,7 @@ else
     label=${label#ci-}
     # the render command is a command line given by the caller: split into words on purpose
     # shellcheck disable=SC2086
-    if (cd "$REPO" && $RENDER "$s") >"$work/$label.yaml" 2>"$work/$label.err"; then
+    if keyed=$(with_key "$s" 2>"$work/$label.err") && (cd "$REPO" && $RENDER "$keyed") >"$work/$label.yaml" 2>>"$work/$label.err"; then
       labels+=("$label")
       files+=("$work/$label.yaml")
     else
@@ -85,7 +95,7 @@ done
 # then that stack's box booted from the image and checked like any other. AGENTBOX_SKIP_BAKED=1 leaves it out.
 bake_to() { "$BOOT_DIR/bake.sh" "$2" >"$1"; } # bake_to PATH_FILE BAKE_USER_DATA: the baked root's path into a file
 stack=$REPO/test/stacks/Pulumi.ci-hetzner.yaml
-if ((!$#)) && [ -z "${AGENTBOX_SKIP_BAKED:-}" ] && [ -f "$stack" ]; then
+if ((!$#)) && [ -z "${AGENTBOX_SKIP_BAKED:-}" ] && [ -f "$stack" ] && stack=$(with_key "$stack"); then
   echo "## hetzner-baked: the image (baked once, cached), then the boot test on it"
   # shellcheck disable=SC2086 # the render command is a command line given by the caller
   if (cd "$REPO" && $RENDER "$stack" --bake) >"$work/bake.yaml" 2>"$work/bake.err" &&
