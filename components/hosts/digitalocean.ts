@@ -44,6 +44,7 @@ export const digitalOceanHost: Host = (args, parent) => {
   );
 
   let volumeId: pulumi.Output<string> | undefined;
+  let volumeAttachment: pulumi.Resource | undefined;
   if (args.volume) {
     // Beside the droplet, not before it (the box waits for the device); protected, so that
     // `pulumi destroy --exclude-protected` keeps it and plain `pulumi destroy` refuses to delete it.
@@ -58,7 +59,7 @@ export const digitalOceanHost: Host = (args, parent) => {
       },
       { ...opts, protect: true },
     );
-    new digitalocean.VolumeAttachment(
+    volumeAttachment = new digitalocean.VolumeAttachment(
       `${args.name}-volume-attachment`,
       { dropletId: droplet.id.apply(Number), volumeId: volume.id },
       opts,
@@ -87,5 +88,5 @@ export const digitalOceanHost: Host = (args, parent) => {
     opts,
   );
 
-  return { server: droplet, serverId: droplet.id, volumeId, ipv4: droplet.ipv4Address, ipv6: droplet.ipv6Address };
+  return { server: droplet, serverId: droplet.id, volumeId, volumeAttachment, ipv4: droplet.ipv4Address, ipv6: droplet.ipv6Address };
 };

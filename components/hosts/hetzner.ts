@@ -65,6 +65,7 @@ export const hetznerHost: Host = (args, parent) => {
   );
 
   let volumeId: pulumi.Output<string> | undefined;
+  let volumeAttachment: pulumi.Resource | undefined;
   if (args.volume) {
     // Created beside the server, not before it (the box waits for the device): no extra step on the critical path.
     // Protected: `pulumi destroy --exclude-protected` keeps it, and plain `pulumi destroy` refuses to delete it.
@@ -73,7 +74,7 @@ export const hetznerHost: Host = (args, parent) => {
       { name: volumeName(args.cloudName), size: args.volume.sizeGb, location: args.location, labels },
       { ...opts, protect: true },
     );
-    new hcloud.VolumeAttachment(
+    volumeAttachment = new hcloud.VolumeAttachment(
       `${args.name}-volume-attachment`,
       { serverId: server.id.apply(Number), volumeId: volume.id.apply(Number), automount: false },
       opts,
@@ -81,5 +82,5 @@ export const hetznerHost: Host = (args, parent) => {
     volumeId = volume.id;
   }
 
-  return { server, serverId: server.id, volumeId, ipv4: server.ipv4Address, ipv6: server.ipv6Address };
+  return { server, serverId: server.id, volumeId, volumeAttachment, ipv4: server.ipv4Address, ipv6: server.ipv6Address };
 };

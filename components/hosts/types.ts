@@ -26,6 +26,8 @@ export interface HostResult {
   server: pulumi.Resource;
   serverId: pulumi.Output<string>;
   volumeId?: pulumi.Output<string>;
+  /** The volume's attachment to the server: what must not be deleted before the agent let go of its home. */
+  volumeAttachment?: pulumi.Resource;
   ipv4: pulumi.Output<string>;
   ipv6: pulumi.Output<string>;
 }
