@@ -79,7 +79,8 @@ export class AgentBox extends pulumi.ComponentResource {
   public readonly ipv6: pulumi.Output<string>;
   public readonly tailnetHostname: pulumi.Output<string | undefined>;
   public readonly sshCommand: pulumi.Output<string>;
-  public readonly moshCommand: pulumi.Output<string>;
+  /** Over the tailnet only: without Tailscale the firewall admits TCP 22 alone, and mosh needs UDP 60000-61000. */
+  public readonly moshCommand: pulumi.Output<string | undefined>;
   public readonly attachCommand: pulumi.Output<string>;
   /** The rendered #cloud-config (a secret: it carries the credentials). */
   public readonly userData: pulumi.Output<string>;
@@ -172,7 +173,9 @@ export class AgentBox extends pulumi.ComponentResource {
     const attach = `tmux -L ${TMUX_SOCKET} attach -t ${TMUX_SESSION}`;
     this.sshTarget = pulumi.interpolate`${config.user}@${address}`;
     this.sshCommand = pulumi.interpolate`ssh ${config.user}@${address}`;
-    this.moshCommand = pulumi.interpolate`mosh ${config.user}@${address} -- ${attach}`;
+    this.moshCommand = config.tailscale.enabled
+      ? pulumi.interpolate`mosh ${config.user}@${address} -- ${attach}`
+      : pulumi.output(undefined);
     this.attachCommand = pulumi.interpolate`ssh -t ${config.user}@${address} ${attach}`;
 
     this.ready = config.ready.wait

@@ -57,6 +57,18 @@ test("the droplet: cheapest 32 GB size in ams3, Debian 13, the stack's key by fi
   expect(env?.content).toBe(`DISABLE_AUTOUPDATER=1\nANTHROPIC_API_KEY=${TOKEN}\n`);
 });
 
+test("the SSH key and the droplet are deleted before they are replaced; the droplet's delete may wait 5 minutes", () => {
+  expect(one("digitalocean:index/sshKey:SshKey").options).toMatchObject({ deleteBeforeReplace: true });
+  expect(one("digitalocean:index/droplet:Droplet").options).toMatchObject({
+    deleteBeforeReplace: true,
+    protect: false,
+    // the provider's own wait for the graceful shutdown is 60 s, after which the delete fails
+    customTimeouts: { create: "", update: "", delete: "5m" },
+  });
+  // every input of the firewall changes in place: it is never replaced
+  expect(one("digitalocean:index/firewall:Firewall").options).toMatchObject({ deleteBeforeReplace: false });
+});
+
 test("the firewall admits nothing inbound, allows all outbound, and names the droplet by numeric id", () => {
   const firewall = one("digitalocean:index/firewall:Firewall");
   const everywhere = ["0.0.0.0/0", "::/0"];

@@ -90,6 +90,22 @@ describe("the Hetzner stack's resource graph", () => {
   });
 });
 
+describe("what a replacement does", () => {
+  test("the SSH key and the server are deleted before they are replaced (Hetzner refuses a name in use)", () => {
+    expect(one("hcloud:index/sshKey:SshKey").options).toMatchObject({ deleteBeforeReplace: true, protect: false });
+    expect(one("hcloud:index/server:Server").options).toMatchObject({ deleteBeforeReplace: true, protect: false });
+  });
+
+  test("the firewall is never replaced (every input changes in place), so it keeps the engine's default", () => {
+    expect(one("hcloud:index/firewall:Firewall").options).toMatchObject({ deleteBeforeReplace: false });
+    expect(one("hcloud:index/firewall:Firewall").options).not.toHaveProperty("ignoreChanges");
+  });
+
+  test("the server's delete keeps the provider's own shutdown wait (no custom timeout reaches it)", () => {
+    expect(one("hcloud:index/server:Server").options!.customTimeouts?.delete ?? "").toBe("");
+  });
+});
+
 describe("secrets", () => {
   test("user-data reaches the server as a secret and the exported user-data is secret", async () => {
     expect(one("hcloud:index/server:Server").secretInputs).toEqual(["userData"]);

@@ -20,10 +20,31 @@ export const digitalOceanHost: Host = (args, parent) => {
     digitalOceanTag(`agentbox-stack:${args.labels.stack}`),
   ];
 
+  let volume: digitalocean.Volume | undefined;
+  if (args.volume) {
+    // Registered first: a change that would replace this protected volume stops the update before the droplet is
+    // touched. Beside the droplet, not before it (the box waits for the device); protected, so that
+    // `pulumi destroy --exclude-protected` keeps it and plain `pulumi destroy` refuses to delete it.
+    volume = new digitalocean.Volume(
+      `${args.name}-volume`,
+      {
+        name: volumeName(args.cloudName),
+        region: args.location,
+        size: args.volume.sizeGb,
+        description: `agentbox home of ${args.labels.project}/${args.labels.stack}`,
+        tags,
+      },
+      // name and description force a new digitalocean_volume, which protect refuses: a stack or project rename
+      // would stop every later `up`. They keep the values the volume was created with.
+      { ...opts, protect: true, ignoreChanges: ["name", "description"] },
+    );
+  }
+
+  // Deleted before it is replaced, like the droplet that names it (ssh_keys forces a new droplet), which goes first.
   const sshKey = new digitalocean.SshKey(
     `${args.name}-ssh-key`,
     { name: args.cloudName, publicKey: args.cloudSshPublicKey },
-    opts,
+    { ...opts, deleteBeforeReplace: true },
   );
 
   const droplet = new digitalocean.Droplet(
@@ -40,29 +61,26 @@ export const digitalOceanHost: Host = (args, parent) => {
       // Stops the droplet cleanly (Claude Code saves its conversation) before deleting it.
       gracefulShutdown: true,
     },
-    { ...opts, dependsOn: args.serverDependsOn },
+    {
+      ...opts,
+      dependsOn: args.serverDependsOn,
+      // One droplet per box at a time: the old one goes before its replacement comes.
+      deleteBeforeReplace: true,
+      // The provider waits this long (its default: 60 s) for the shutdown, then fails the delete and leaves a
+      // powered-off droplet that is still billed; the box's units may take 90 s to stop.
+      customTimeouts: { delete: "5m" },
+    },
   );
 
   let volumeId: pulumi.Output<string> | undefined;
   let volumeAttachment: pulumi.Resource | undefined;
-  if (args.volume) {
-    // Beside the droplet, not before it (the box waits for the device); protected, so that
-    // `pulumi destroy --exclude-protected` keeps it and plain `pulumi destroy` refuses to delete it.
-    const volume = new digitalocean.Volume(
-      `${args.name}-volume`,
-      {
-        name: volumeName(args.cloudName),
-        region: args.location,
-        size: args.volume.sizeGb,
-        description: `agentbox home of ${args.labels.project}/${args.labels.stack}`,
-        tags,
-      },
-      { ...opts, protect: true },
-    );
+  if (volume) {
+    // A volume is attached to one droplet at a time, and the provider does not retry an attach to a volume that is
+    // attached elsewhere: the attachment for a replaced droplet is made only once the old one is gone.
     volumeAttachment = new digitalocean.VolumeAttachment(
       `${args.name}-volume-attachment`,
       { dropletId: droplet.id.apply(Number), volumeId: volume.id },
-      opts,
+      { ...opts, deleteBeforeReplace: true },
     );
     volumeId = volume.id;
   }
@@ -70,6 +88,8 @@ export const digitalOceanHost: Host = (args, parent) => {
   // A DigitalOcean firewall denies inbound traffic that no rule allows, and ALSO denies outbound traffic unless
   // rules allow it, so outbound is opened explicitly. Tailscale needs no inbound rule: it connects out and traverses
   // NAT (inbound UDP 41641 would only turn relayed connections into direct ones).
+  // No deleteBeforeReplace: every input of digitalocean_firewall changes in place (nothing ForceNew); a replaced
+  // droplet is swapped into droplet_ids by an update.
   new digitalocean.Firewall(
     `${args.name}-firewall`,
     {
@@ -88,5 +108,12 @@ export const digitalOceanHost: Host = (args, parent) => {
     opts,
   );
 
-  return { server: droplet, serverId: droplet.id, volumeId, volumeAttachment, ipv4: droplet.ipv4Address, ipv6: droplet.ipv6Address };
+  return {
+    server: droplet,
+    serverId: droplet.id,
+    volumeId,
+    volumeAttachment,
+    ipv4: droplet.ipv4Address,
+    ipv6: droplet.ipv6Address,
+  };
 };

@@ -23,10 +23,27 @@ export const hetznerHost: Host = (args, parent) => {
     "agentbox-stack": hetznerLabel(args.labels.stack),
   };
 
+  let volume: hcloud.Volume | undefined;
+  if (args.volume) {
+    // Registered first: a change that would replace this protected volume stops the update before the server is
+    // touched. Created beside the server, not before it (the box waits for the device): no extra step on the
+    // critical path. Protected: `pulumi destroy --exclude-protected` keeps it, and plain `pulumi destroy` refuses
+    // to delete it. Name, size and labels change in place (only `location` forces a new hcloud_volume), so a stack
+    // or project rename needs no ignoreChanges here.
+    volume = new hcloud.Volume(
+      `${args.name}-volume`,
+      { name: volumeName(args.cloudName), size: args.volume.sizeGb, location: args.location, labels },
+      { ...opts, protect: true },
+    );
+  }
+
+  // Hetzner refuses a second key with a name or fingerprint the project already has (uniqueness_error), and the
+  // bridge replaces this Plugin-Framework resource create-first: delete the old key first. The server that names
+  // it is replaced too (ssh_keys forces a new server) and, deleted before replace as well, goes before it.
   const sshKey = new hcloud.SshKey(
     `${args.name}-ssh-key`,
     { name: args.cloudName, publicKey: args.cloudSshPublicKey, labels },
-    opts,
+    { ...opts, deleteBeforeReplace: true },
   );
 
   // Hetzner firewalls deny all inbound traffic that no rule allows, and allow all outbound when there are no
@@ -43,6 +60,7 @@ export const hetznerHost: Host = (args, parent) => {
         },
       ]
     : [];
+  // No deleteBeforeReplace: every input of hcloud_firewall changes in place (nothing ForceNew), so it is never replaced.
   const firewall = new hcloud.Firewall(`${args.name}-firewall`, { name: args.cloudName, rules, labels }, opts);
 
   const server = new hcloud.Server(
@@ -58,29 +76,34 @@ export const hetznerHost: Host = (args, parent) => {
       firewallIds: [firewall.id.apply(Number)],
       publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
       labels,
-      // Stops the server cleanly (Claude Code saves its conversation) before deleting it.
+      // An ACPI shutdown before the delete, but the provider waits only ~31 s for it (5 fixed retries, which
+      // customTimeouts do not change), then deletes hard. What keeps the home intact is the box's release before
+      // delete (components/agentBox.ts): the engine runs it before the volume is detached and the server deleted.
       shutdownBeforeDeletion: true,
     },
-    { ...opts, dependsOn: args.serverDependsOn },
+    // Hetzner refuses a second server with a name in use (uniqueness_error): a replacement deletes the old one first.
+    { ...opts, dependsOn: args.serverDependsOn, deleteBeforeReplace: true },
   );
 
   let volumeId: pulumi.Output<string> | undefined;
   let volumeAttachment: pulumi.Resource | undefined;
-  if (args.volume) {
-    // Created beside the server, not before it (the box waits for the device): no extra step on the critical path.
-    // Protected: `pulumi destroy --exclude-protected` keeps it, and plain `pulumi destroy` refuses to delete it.
-    const volume = new hcloud.Volume(
-      `${args.name}-volume`,
-      { name: volumeName(args.cloudName), size: args.volume.sizeGb, location: args.location, labels },
-      { ...opts, protect: true },
-    );
+  if (volume) {
+    // A volume is attached to one server at a time (volume_already_attached): the attachment for a replaced
+    // server is made only once the old one is gone.
     volumeAttachment = new hcloud.VolumeAttachment(
       `${args.name}-volume-attachment`,
       { serverId: server.id.apply(Number), volumeId: volume.id.apply(Number), automount: false },
-      opts,
+      { ...opts, deleteBeforeReplace: true },
     );
     volumeId = volume.id;
   }
 
-  return { server, serverId: server.id, volumeId, volumeAttachment, ipv4: server.ipv4Address, ipv6: server.ipv6Address };
+  return {
+    server,
+    serverId: server.id,
+    volumeId,
+    volumeAttachment,
+    ipv4: server.ipv4Address,
+    ipv6: server.ipv6Address,
+  };
 };
