@@ -392,34 +392,6 @@ check_firewall() {
   fi
 }
 
-# egress=allowlist: the agent's uid may send to DNS and the allowed sets only; a host that does not resolve (none
-# does here: the box has no resolver) is skipped without failing the box
-check_egress() {
-  local output log
-  output=$(cin nft list chain inet agentbox output 2>&1)
-  if grep -Eq "meta skuid (\"?$AGENT\"?|$AUID) reject" <<<"$output" && grep -q '@egress4 accept' <<<"$output"; then
-    ok "egress allow-list: $AGENT may reach only the allowed sets and DNS"
-  else
-    not_ok "egress allow-list: $AGENT may reach only the allowed sets and DNS" "$output"
-  fi
-  check "egress allow-list: agentbox-egress.service ran and succeeded" egress_ran
-  check "egress allow-list: agentbox-egress.timer is active" cin systemctl is-active agentbox-egress.timer
-  log=$(cin journalctl -b -u agentbox-egress --no-pager -o cat 2>&1)
-  if grep -q 'does not resolve; skipped' <<<"$log" && grep -Eq '^egress: [0-9]+ hosts allowed, [0-9]+ did not resolve' <<<"$log"; then
-    ok "egress allow-list: hosts that do not resolve are skipped and reported, the box carries on"
-  else
-    not_ok "egress allow-list: hosts that do not resolve are skipped and reported, the box carries on" "$log"
-  fi
-}
-
-egress_ran() { # a oneshot that the timer reruns: inactive between runs, so ask how its last run went
-  local shown
-  shown=$(cin systemctl show agentbox-egress.service -p Result -p ExecMainStatus -p ExecMainExitTimestampMonotonic)
-  echo "$shown"
-  grep -qx 'Result=success' <<<"$shown" && grep -qx 'ExecMainStatus=0' <<<"$shown" &&
-    ! grep -qx 'ExecMainExitTimestampMonotonic=0' <<<"$shown"
-}
-
 # agentbox-status, as the agent and as the admin login, after the kills (the unit counts its restarts)
 check_status_command() {
   local out line

@@ -80,6 +80,12 @@ net_down() { # net_down RUN_DIR
     kill "$pid"
     for _ in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
   fi
+  # and only our stand-in resolver (checks-egress.sh), by the same test
+  pid=$(state_get "$dir" DNS_PID)
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "python3 $dir/dns.py "; then
+    kill "$pid"
+    for _ in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+  fi
   veth=$(state_get "$dir" VETH)
   [ -n "$veth" ] && ip link show "$veth" >/dev/null 2>&1 && ip link del "$veth"
   netns=$(state_get "$dir" NETNS)
