@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { gzipSync } from "fflate";
+import { gunzipSync, gzipSync } from "fflate";
 import { stringify } from "yaml";
 import { CLAUDE_EGRESS_HOSTS, renderFirewall } from "./firewall";
 
@@ -39,6 +39,9 @@ export const BOX_PATHS = {
   userSliceMemory: "/etc/systemd/system/user.slice.d/50-agentbox-memory.conf",
   agentSliceMemory: "/etc/systemd/user/app.slice.d/50-agentbox-memory.conf",
   zram: "/etc/systemd/zram-generator.conf.d/50-agentbox.conf",
+  /** Stops the agent and unmounts its home before destroy takes the volume or the server (the agent's one sudo rule). */
+  releaseHome: "/usr/local/lib/agentbox/release-home",
+  releaseSudoers: "/etc/sudoers.d/agentbox-release",
   /** Claude Code's managed settings: the notification hooks, beside (never inside) the user's own settings. */
   claudeManagedSettings: "/etc/claude-code/managed-settings.json",
 } as const;
@@ -234,6 +237,13 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: `${lib}/notify`, content: boxFile("notify.sh"), permissions: "0755" },
     { path: `${lib}/tmux.conf`, content: boxFile("tmux.conf"), permissions: "0644" },
     { path: `${lib}/home-files`, content: boxFile("home-files.sh"), permissions: "0755" },
+    { path: BOX_PATHS.releaseHome, content: boxFile("release-home.sh"), permissions: "0755" },
+    // the agent's one sudo rule: that command, without arguments (sudo's "" means none may be given)
+    {
+      path: BOX_PATHS.releaseSudoers,
+      content: `${spec.user} ALL=(root) NOPASSWD: ${BOX_PATHS.releaseHome} ""\n`,
+      permissions: "0440",
+    },
     { path: BOX_PATHS.userSliceMemory, content: boxFile("memory-user-slice.conf"), permissions: "0644" },
     { path: BOX_PATHS.agentSliceMemory, content: boxFile("memory-app-slice.conf"), permissions: "0644" },
     { path: BOX_PATHS.zram, content: boxFile("zram-generator.conf"), permissions: "0644" },
@@ -399,4 +409,41 @@ export function renderCloudConfig(spec: BoxSpec, opts: { readable?: boolean } = 
   return opts.readable
     ? cloudConfigText(buildCloudConfig(spec), "the rendered user-data", false)
     : cloudConfigText(compressedCloudConfig(spec), "the rendered user-data");
+}
+
+/**
+ * How each cloud takes the user-data, and how much of it.
+ * - Hetzner refuses more than 32 KiB, and binary data. cloud-init's Hetzner datasource base64-decodes the user-data
+ *   it is given (cloud-init 20.3 and later: `util.maybe_b64decode` in DataSourceHetzner.py) and cloud-init unpacks a
+ *   gzip-compressed document: so the whole readable document travels gzip-compressed and base64-encoded, a third of
+ *   its size, where compressing file by file would leave the YAML around them and each file's own dictionary.
+ * - DigitalOcean takes up to 64 KiB and decodes nothing: the #cloud-config text with its large files compressed.
+ */
+export const USER_DATA_DELIVERY = {
+  hetzner: { limitBytes: 32 * 1024, encoding: "gzip+base64", cloud: "Hetzner" },
+  digitalocean: { limitBytes: 64 * 1024, encoding: "text", cloud: "DigitalOcean" },
+} as const;
+export type UserDataTarget = keyof typeof USER_DATA_DELIVERY;
+
+/** The user-data as the cloud receives it, deterministic for equal specs; refused over the cloud's limit. */
+export function renderUserData(spec: BoxSpec, target: UserDataTarget): string {
+  const delivery = USER_DATA_DELIVERY[target];
+  const sent =
+    delivery.encoding === "gzip+base64"
+      ? gzipForBox(renderCloudConfig(spec, { readable: true }))
+      : cloudConfigText(compressedCloudConfig(spec), "the rendered user-data", false);
+  const bytes = Buffer.byteLength(sent, "utf8");
+  if (bytes > delivery.limitBytes) {
+    const how = delivery.encoding === "gzip+base64" ? " gzip-compressed and base64-encoded" : "";
+    throw new Error(
+      `the rendered user-data is ${bytes} bytes${how}, over ${delivery.cloud}'s ${delivery.limitBytes}-byte limit`,
+    );
+  }
+  return sent;
+}
+
+/** The #cloud-config text of user-data as a cloud received it (what cloud-init reads, whichever the encoding). */
+export function cloudConfigOf(userData: string): string {
+  if (userData.startsWith("#cloud-config")) return userData;
+  return Buffer.from(gunzipSync(Buffer.from(userData, "base64"))).toString("utf8");
 }

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as tailscale from "@pulumi/tailscale";
-import { BOX_PATHS, TMUX_SESSION, TMUX_SOCKET, renderCloudConfig } from "../cloud-init/render";
+import { BOX_PATHS, TMUX_SESSION, TMUX_SOCKET, renderCloudConfig, renderUserData } from "../cloud-init/render";
 import type { Cloud } from "./catalogue";
 import { type BoxSecrets, boxSpecOf } from "./boxSpec";
 import { placeholderSshKey } from "./cloudSshKey";
@@ -29,6 +29,22 @@ export interface AgentBoxArgs {
 
 /** A single-use Tailscale key is valid this long: enough for a slow first boot, useless to anyone who reads it later. */
 export const TAILNET_KEY_EXPIRY_SECONDS = 3600;
+/**
+ * What the release before a delete runs on the user's machine (see AgentBox.releaseBeforeDelete): ssh to the box as
+ * the agent, whose one sudo rule runs agentbox-release-home. Best effort: when the box cannot be reached (stopped,
+ * off the tailnet), it says so and destroy goes on, and the cloud detaches the volume as it would without it.
+ * Host keys are not checked: a replaced box has a new one under the same name, and the command sends no secret.
+ */
+export const RELEASE_SCRIPT = [
+  "key=",
+  'if [ -n "${AGENTBOX_SSH_KEY_FILE:-}" ]; then key="-i $AGENTBOX_SSH_KEY_FILE -o IdentitiesOnly=yes"; fi',
+  "# shellcheck disable=SC2086 # $key is options or nothing",
+  "if ssh -o BatchMode=yes -o ConnectTimeout=20 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \\",
+  `  -o LogLevel=ERROR $key "$AGENTBOX_SSH_TARGET" 'cd / && sudo -n ${BOX_PATHS.releaseHome}'; then exit 0; fi`,
+  'echo "agentbox: could not release the box over SSH ($AGENTBOX_SSH_TARGET): the cloud now takes its volume or server from a running box" >&2',
+  "",
+].join("\n");
+
 /** Stands in for the tailnet key in the copy of the user-data that names the key (see tailnetKeyDescription). */
 const KEY_PLACEHOLDER = "<tailnet key>";
 
@@ -59,7 +75,7 @@ export const bootImage = (config: AgentBoxConfig) => config.bakedImage?.id ?? co
 export function tailnetKeyDescription(config: AgentBoxConfig, secrets: StackSecrets | undefined): string {
   const withoutKey = boxSpecOf(config, { ...secrets, tailnetKey: KEY_PLACEHOLDER });
   const digest = createHash("sha256")
-    .update(renderCloudConfig(withoutKey))
+    .update(renderCloudConfig(withoutKey, { readable: true }))
     .update(`\0${config.cloud}\0${bootImage(config)}\0${config.location}`)
     .digest("hex")
     .slice(0, 16);
@@ -130,7 +146,7 @@ export class AgentBox extends pulumi.ComponentResource {
       : pulumi.output<string | undefined>(undefined);
     const userData = pulumi
       .all([secrets, tailnetKey, cleaned])
-      .apply(([x, k]) => renderCloudConfig(boxSpecOf(config, { ...x, tailnetKey: k })));
+      .apply(([x, k]) => renderUserData(boxSpecOf(config, { ...x, tailnetKey: k }), config.cloud));
     // Carries the agent's credential and the tailnet key: secret in state and outputs, whatever fed it.
     this.userData = pulumi.secret(userData);
 
@@ -181,6 +197,7 @@ export class AgentBox extends pulumi.ComponentResource {
     this.ready = config.ready.wait
       ? this.waitForReady(name, config, address, host.server, host.serverId)
       : pulumi.output("");
+    this.releaseBeforeDelete(name, config, address, host);
 
     this.registerOutputs({
       cloud: this.cloud,
@@ -199,6 +216,36 @@ export class AgentBox extends pulumi.ComponentResource {
       workflow: this.workflow,
       ready: this.ready,
     });
+  }
+
+  /**
+   * Destroy, and a replacement of the server, first stop the agent and unmount its home on the box (claude saves its
+   * conversation, the volume's filesystem is clean), then the engine detaches the volume and deletes the server:
+   * this resource depends on both, so it is deleted before them, and its delete is the release. Hetzner deletes a
+   * server hard when it has not shut down within ~31 s, and the volume attachment would otherwise go first, from a
+   * box still running on it. A new server gets a new one (triggers), whose release targets that server.
+   */
+  private releaseBeforeDelete(
+    name: string,
+    config: AgentBoxConfig,
+    address: pulumi.Output<string>,
+    host: { server: pulumi.Resource; serverId: pulumi.Output<string>; volumeAttachment?: pulumi.Resource },
+  ): command.local.Command {
+    return new command.local.Command(
+      `${name}-release`,
+      {
+        delete: RELEASE_SCRIPT,
+        environment: { AGENTBOX_SSH_TARGET: pulumi.interpolate`${config.user}@${address}` },
+        triggers: [host.serverId],
+        logging: "stdoutAndStderr",
+      },
+      {
+        parent: this,
+        dependsOn: [host.server, ...(host.volumeAttachment ? [host.volumeAttachment] : [])],
+        // the agent's units stop within their own limits (30 s the agent, 60 s the workflow), the SSH dial 20 s
+        customTimeouts: { delete: "5m" },
+      },
+    );
   }
 
   /**

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { USER_DATA_LIMIT_BYTES, renderCloudConfig } from "../cloud-init/render";
+import { USER_DATA_DELIVERY, renderUserData } from "../cloud-init/render";
 import { boxSecretsOf, boxSpecOf } from "./boxSpec";
 import { type AgentBoxConfig, ConfigError, NAMESPACE, agentboxKeys, credentialProblems, parseConfig } from "./config";
 
@@ -7,22 +7,23 @@ import { type AgentBoxConfig, ConfigError, NAMESPACE, agentboxKeys, credentialPr
 const KEY_OF_REAL_LENGTH = `tskey-auth-${"x".repeat(60)}`;
 
 /**
- * The user-data this config makes, measured before anything is created: Hetzner refuses more than 32 KiB, and
- * only what the user wrote (a workflow prompt, many keys or hosts) can push it over.
+ * The user-data this config makes, measured before anything is created: each cloud has its limit (see
+ * USER_DATA_DELIVERY), and only what the user wrote (a workflow prompt, many keys or hosts) can push it over.
  */
 export function userDataProblem(config: AgentBoxConfig): string | undefined {
   try {
-    renderCloudConfig(
+    renderUserData(
       boxSpecOf(config, {
         ...boxSecretsOf(config),
         tailnetKey: config.tailscale.enabled ? KEY_OF_REAL_LENGTH : undefined,
       }),
+      config.cloud,
     );
     return undefined;
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     const key = config.workflow ? config.workflow.from : "sshPublicKeys";
-    return `${NAMESPACE}:${key}: ${why} (${USER_DATA_LIMIT_BYTES} bytes at most). Fix: shorten ${NAMESPACE}:${key}${config.workflow ? " (commit the details to the repository and point the prompt at them)" : ""}`;
+    return `${NAMESPACE}:${key}: ${why} (${USER_DATA_DELIVERY[config.cloud].limitBytes} bytes at most). Fix: shorten ${NAMESPACE}:${key}${config.workflow ? " (commit the details to the repository and point the prompt at them)" : ""}`;
   }
 }
 

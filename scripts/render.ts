@@ -5,7 +5,8 @@
  *   npm run render -- --stack dev              (reads ./Pulumi.dev.yaml)
  *   npm run render -- --config path/Pulumi.x.yaml [--stack x]
  *   --without-secrets   leave the agent's credential out (Claude Code then asks you to log in), as `npm run try` does
- *   --readable          every file uncompressed (what the cloud receives has its larger files gzip+base64)
+ *   --readable          the document as text with every file uncompressed (what the cloud receives is compressed:
+ *                       on Hetzner the whole document, gzip+base64; on DigitalOcean its larger files)
  *   --bake              the image builder's user-data for the stack instead (what `npm run bake` boots)
  *   --baked             the box's user-data as on a baked image (as if agentbox:bakedImage were set; the image
  *                       itself is checked against the stack by `pulumi up`, which needs the cloud)
@@ -15,7 +16,7 @@ import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { parse } from "yaml";
 import { bakeSpecOf, renderBakeConfig } from "../cloud-init/bake";
-import { renderCloudConfig } from "../cloud-init/render";
+import { renderCloudConfig, renderUserData } from "../cloud-init/render";
 import { boxSecretsOf, boxSpecOf } from "../components/boxSpec";
 import { ConfigError, NAMESPACE, type RawConfig, SECRET_KEYS, parseConfig } from "../components/config";
 
@@ -53,13 +54,12 @@ export function renderStack(
   if (image === "bake")
     return renderBakeConfig(bakeSpecOf({ arch: parsed.serverType.arch, claudeCode: parsed.claudeCode }));
   const config = image === "baked" ? { ...parsed, bakedImage: parsed.bakedImage ?? { id: "render" } } : parsed;
-  return renderCloudConfig(
-    boxSpecOf(config, {
-      ...boxSecretsOf(config),
-      tailnetKey: config.tailscale.enabled ? TAILNET_KEY_PLACEHOLDER : undefined,
-    }),
-    { readable },
-  );
+  const spec = boxSpecOf(config, {
+    ...boxSecretsOf(config),
+    tailnetKey: config.tailscale.enabled ? TAILNET_KEY_PLACEHOLDER : undefined,
+  });
+  // what the cloud receives (for Hetzner the document gzip-compressed and base64-encoded), or the readable text
+  return readable ? renderCloudConfig(spec, { readable }) : renderUserData(spec, config.cloud);
 }
 
 function main() {

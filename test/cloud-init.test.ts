@@ -16,7 +16,9 @@ import {
   gzipForBox,
   envFile,
   packagesFor,
+  cloudConfigOf,
   renderCloudConfig,
+  renderUserData,
   withoutInnerComments,
 } from "../cloud-init/render";
 import { SSH_KEY } from "./stacks";
@@ -197,6 +199,7 @@ describe("the document", () => {
       "volume-mount.sh": `${BOX_PATHS.lib}/volume-mount`,
       "agentbox-volume.service": BOX_PATHS.volumeUnit,
       "home-files.sh": `${BOX_PATHS.lib}/home-files`,
+      "release-home.sh": BOX_PATHS.releaseHome,
       "memory-user-slice.conf": BOX_PATHS.userSliceMemory,
       "memory-app-slice.conf": BOX_PATHS.agentSliceMemory,
       "zram-generator.conf": BOX_PATHS.zram,
@@ -224,6 +227,8 @@ describe("the document", () => {
       "/usr/local/lib/agentbox/notify - 0755 false",
       "/usr/local/lib/agentbox/tmux.conf - 0644 false",
       "/usr/local/lib/agentbox/home-files - 0755 false",
+      "/usr/local/lib/agentbox/release-home - 0755 false",
+      "/etc/sudoers.d/agentbox-release - 0440 false",
       "/etc/systemd/system/user.slice.d/50-agentbox-memory.conf - 0644 false",
       "/etc/systemd/user/app.slice.d/50-agentbox-memory.conf - 0644 false",
       "/etc/systemd/zram-generator.conf.d/50-agentbox.conf - 0644 false",
@@ -411,6 +416,33 @@ describe("the rendered text", () => {
 
   test.each(Object.entries(variants))("%s: stays under Hetzner's 32 KiB limit", (_, spec) => {
     expect(Buffer.byteLength(renderCloudConfig(spec))).toBeLessThan(USER_DATA_LIMIT_BYTES);
+  });
+
+  test("Hetzner gets the readable document gzip+base64 (its datasource decodes base64, cloud-init unpacks gzip)", () => {
+    const sent = renderUserData(base, "hetzner");
+    expect(sent).toMatch(/^[A-Za-z0-9+/]+=*$/);
+    expect(gunzipSync(Buffer.from(sent, "base64")).toString("utf8")).toBe(renderCloudConfig(base, { readable: true }));
+    expect(cloudConfigOf(sent)).toBe(renderCloudConfig(base, { readable: true }));
+    expect(renderUserData(structuredClone(base), "hetzner")).toBe(sent);
+    // a third of the text DigitalOcean gets, whose datasource decodes nothing
+    expect(renderUserData(base, "digitalocean")).toBe(renderCloudConfig(base));
+    expect(cloudConfigOf(renderUserData(base, "digitalocean"))).toBe(renderCloudConfig(base));
+    expect(sent.length / renderUserData(base, "digitalocean").length).toBeLessThan(0.8);
+  });
+
+  test.each([
+    [
+      "hetzner",
+      /^the rendered user-data is \d+ bytes gzip-compressed and base64-encoded, over Hetzner's 32768-byte limit$/,
+    ],
+    ["digitalocean", /^the rendered user-data is \d+ bytes, over DigitalOcean's 65536-byte limit$/],
+  ] as const)("%s: a user-data over the cloud's limit is refused with its size", (cloud, message) => {
+    // random keys do not compress: enough of them fill any limit
+    const keys = Array.from(
+      { length: 900 },
+      (_, i) => `ssh-ed25519 ${createHash("sha512").update(String(i)).digest("base64")} k${i}`,
+    );
+    expect(() => renderUserData({ ...base, sshPublicKeys: keys }, cloud)).toThrow(message);
   });
 
   test("a document over the limit is refused with the size in the message", () => {

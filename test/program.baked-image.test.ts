@@ -1,3 +1,4 @@
+import { cloudConfigOf } from "../cloud-init/render";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, test, vi } from "vitest";
 import { parse } from "yaml";
@@ -63,6 +64,7 @@ describe("a Hetzner stack on a matching baked image", () => {
   test("creates the same resources as on the stock image, nothing more", () => {
     expect(program.resources.map((r) => `${r.type} ${r.name}`).sort()).toEqual([
       "agentbox:index:AgentBox agentbox",
+      "command:local:Command agentbox-release",
       "command:remote:Command agentbox-ready",
       "hcloud:index/firewall:Firewall agentbox-firewall",
       "hcloud:index/server:Server agentbox-server",
@@ -73,7 +75,9 @@ describe("a Hetzner stack on a matching baked image", () => {
   });
 
   test("its user-data installs no packages and refreshes no lists, and stays a secret", async () => {
-    const doc = parse(one(program.resources, "hcloud:index/server:Server").inputs.userData as string) as UserData;
+    const doc = parse(
+      cloudConfigOf(one(program.resources, "hcloud:index/server:Server").inputs.userData as string),
+    ) as UserData;
     expect(doc.package_update).toBe(false);
     expect(doc.package_upgrade).toBe(false);
     expect(doc).not.toHaveProperty("packages");

@@ -1,3 +1,4 @@
+import { cloudConfigOf } from "../cloud-init/render";
 import { beforeAll, describe, expect, test } from "vitest";
 import { parse } from "yaml";
 import { type CreatedResource, type Program, runProgram, valueOf } from "./mocks";
@@ -68,7 +69,9 @@ describe("work survives teardown: the volume", () => {
   });
 
   test("the box is told to make it the agent's home", () => {
-    const doc = parse(one(SERVER).inputs.userData as string) as { write_files: { path: string; content: string }[] };
+    const doc = parse(cloudConfigOf(one(SERVER).inputs.userData as string)) as {
+      write_files: { path: string; content: string }[];
+    };
     const env = doc.write_files.find((f) => f.path === "/etc/agentbox/box.env")!.content;
     expect(env).toContain("VOLUME=1\nVOLUME_GLOB=/dev/disk/by-id/scsi-0HC_Volume_*\n");
   });
@@ -140,7 +143,9 @@ describe("workflows and notifications", () => {
   });
 
   test("with an egress allow-list, the ntfy host is on it (the agent sends the notifications)", () => {
-    const doc = parse(one(SERVER).inputs.userData as string) as { write_files: { path: string; content: string }[] };
+    const doc = parse(cloudConfigOf(one(SERVER).inputs.userData as string)) as {
+      write_files: { path: string; content: string }[];
+    };
     expect(doc.write_files.find((f) => f.path === "/etc/agentbox/egress-hosts")!.content).toContain(
       "\nntfy.example.net\n",
     );

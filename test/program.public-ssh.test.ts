@@ -1,3 +1,4 @@
+import { cloudConfigOf } from "../cloud-init/render";
 import { beforeAll, expect, test } from "vitest";
 import { parse } from "yaml";
 import { type Program, runProgram, valueOf } from "./mocks";
@@ -22,6 +23,7 @@ beforeAll(async () => {
 test("no tailnet key is minted and no tailnet device is cleaned up", () => {
   expect(program.resources.map((r) => r.type).sort()).toEqual([
     "agentbox:index:AgentBox",
+    "command:local:Command",
     "command:remote:Command",
     "hcloud:index/firewall:Firewall",
     "hcloud:index/server:Server",
@@ -50,7 +52,9 @@ test("the firewall opens TCP 22 to exactly the listed networks", () => {
 test("an arm64 type gets the arm64 Claude Code build and no Tailscale setup", () => {
   const server = program.resources.find((r) => r.type === "hcloud:index/server:Server")!;
   expect(server.inputs.serverType).toBe("cax31");
-  const doc = parse(server.inputs.userData as string) as { write_files: { path: string; content: string }[] };
+  const doc = parse(cloudConfigOf(server.inputs.userData as string)) as {
+    write_files: { path: string; content: string }[];
+  };
   const boxEnv = doc.write_files.find((f) => f.path === "/etc/agentbox/box.env")!.content;
   expect(boxEnv).toContain("CLAUDE_PLATFORM=linux-arm64\n");
   expect(boxEnv).toContain("TAILSCALE=0\n");

@@ -19,6 +19,10 @@ HERE=$(dirname "$0")
 . "$HERE/container.sh"
 . "$HERE/checks.sh"
 . "$HERE/checks-life.sh"
+. "$HERE/checks-egress.sh"
+. "$HERE/checks-ssh.sh"
+. "$HERE/checks-hostile.sh"
+. "$HERE/checks-memory.sh"
 
 CLOUD_INIT_TIMEOUT=${CLOUD_INIT_TIMEOUT:-900}
 NAME='' RUN_DIR='' PROXY='' T_BOOT=''
@@ -34,10 +38,13 @@ start_box() { # start_box USER_DATA: network, overlay, seed, boot; sets T_BOOT
   # BOX_ROOTFS: boot another root (a baked image, see bake.sh) instead of the cached stock one
   rootfs=${BOX_ROOTFS:-$("$BOOT_DIR/build-rootfs.sh")}
   state_set "$RUN_DIR" ROOTFS "$rootfs"
-  cp "$1" "$RUN_DIR/user-data"
+  # the text, for the checks; and as the cloud's datasource hands it to cloud-init, for the seed
+  user_data_text "$1" >"$RUN_DIR/user-data" || die "$1 is neither #cloud-config text nor its gzip+base64"
+  user_data_seed "$1" >"$RUN_DIR/seed-user-data"
   net_up "$RUN_DIR" "$NAME"
   PROXY=$(state_get "$RUN_DIR" PROXY)
-  box_prepare "$RUN_DIR" "$NAME" "$rootfs" "$1"
+  box_prepare "$RUN_DIR" "$NAME" "$rootfs" "$RUN_DIR/seed-user-data"
+  if grep -q '^ *EGRESS=allowlist$' "$RUN_DIR/user-data"; then egress_prepare "$RUN_DIR"; fi
   prepare_volume
   T_BOOT=$(now)
   box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console.log"
@@ -74,7 +81,7 @@ cmd_test() {
   trap 'exit 130' INT TERM
   echo "# box test: $label ($NAME)"
   # the version the stack pinned, as the rendered box settings carry it
-  : "${EXPECT_CLAUDE_VERSION:=$(sed -n 's/^ *CLAUDE_VERSION=//p' "$ud" | head -n 1)}"
+  : "${EXPECT_CLAUDE_VERSION:=$(user_data_text "$ud" | sed -n 's/^ *CLAUDE_VERSION=//p' | head -n 1)}"
   start_box "$ud"
   # from here on a failing command is a finding for the checks to report, not a reason to stop
   set +e
@@ -95,7 +102,7 @@ cmd_test() {
   check_claude_install
   check_sshd
   check_firewall
-  if grep -q '^ *EGRESS=allowlist$' "$ud"; then check_egress; fi
+  if grep -q '^ *EGRESS=allowlist$' "$RUN_DIR/user-data"; then check_egress; fi
   check_agent_service
   active=$(unit_active_since) && t_agent=$(seconds_between "$T_BOOT" "$active")
   check_wait_ready
@@ -103,14 +110,19 @@ cmd_test() {
   check_volume
   check_restart_after_kill
   check_status_command
+  check_memory
+  check_ssh_logins ""
   check_notifications
   check_workflow
+  check_status_on_crafted_state
   check_updates
   check_secrets
   check_system ""
   check_wait_ready_failure
   collect_artifacts ""
 
+  # what destroy and a replacement do first; the reboot then shows the box comes back from it
+  check_release_before_delete
   box_poweroff "$RUN_DIR"
   local t2
   t2=$(now)
@@ -118,6 +130,7 @@ cmd_test() {
   box_wait_booted 120 || log "the box did not finish starting up within 120 s after the reboot"
   check_after_reboot
   active=$(unit_active_since) && t_reboot=$(seconds_between "$t2" "$active")
+  check_ssh_logins "after reboot: "
   check_volume_after_reboot
   check_workflow_after_reboot "$WORKFLOW_RUN"
   collect_artifacts "-reboot"

@@ -243,7 +243,7 @@ check_recreated_on_volume() {
   wants_volume || return 0
   play_hostile_agent
   log "re-creating the box on the same volume (a fresh root disk, a new instance id)"
-  box_recreate "$RUN_DIR" "$NAME" "$RUN_DIR/user-data"
+  box_recreate "$RUN_DIR" "$NAME" "$RUN_DIR/seed-user-data"
   t0=$(now)
   box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console-recreated.log"
   if box_wait_cloud_init "$RUN_DIR" "$CLOUD_INIT_TIMEOUT"; then
@@ -264,4 +264,45 @@ check_recreated_on_volume() {
     check "re-created box: the first box's workflow run is still on the volume" cin test -s "$FIRST_RUN_OUTPUT"
   fi
   collect_artifacts "-recreated"
+}
+
+# --- the release before destroy ----------------------------------------------------------------
+
+# What `pulumi destroy` (and a replacement) runs before the volume is detached and the server deleted: the program's
+# own RELEASE_SCRIPT, on this machine, with the user's key, as the engine runs it (components/agentBox.ts). On a
+# stack the harness can reach, the agent then stops and stays stopped, and the home is unmounted clean; where it
+# cannot (no allowSshFrom), the script says so and exits 0, so that destroy goes on.
+release_script() { (cd "$BOOT_DIR/../.." && npx --no-install tsx -e 'process.stdout.write(require("./components/agentBox").RELEASE_SCRIPT)'); }
+check_release_before_delete() {
+  local script out rc=0 t0
+  script=$(release_script) || {
+    not_ok "release: the program's release script" "$script"
+    return
+  }
+  t0=$(now)
+  out=$(env -i PATH="$PATH" HOME="$HOME" AGENTBOX_SSH_TARGET="$AGENT@$(state_get "$RUN_DIR" BOX_IP)" \
+    ${BOX_SSH_KEY:+AGENTBOX_SSH_KEY_FILE="$BOX_SSH_KEY"} sh -c "$script" 2>&1) || rc=$?
+  log "release ($(since "$t0") s, exit $rc):"
+  while IFS= read -r line; do log "  $line"; done <<<"$out"
+  if ! ssh_from_harness; then
+    if [ $rc = 0 ] && grep -q 'could not release the box over SSH' <<<"$out"; then
+      ok "release: an unreachable box is reported and destroy goes on (exit 0)"
+    else
+      not_ok "release: an unreachable box is reported and destroy goes on (exit 0)" "exit $rc: $out"
+    fi
+    return
+  fi
+  if [ $rc = 0 ] && grep -q '^agentbox: released' <<<"$out"; then ok "release: run as pulumi destroy runs it, it released the box"; else not_ok "release: run as pulumi destroy runs it, it released the box" "exit $rc: $out"; fi
+  check "release: the agent is stopped and stays stopped (user@$AUID.service inactive, masked until reboot)" release_stopped
+  if wants_volume; then
+    check "release: the home is unmounted" sh -c "! nsenter -t $LEADER -m findmnt -n /home/$AGENT >/dev/null"
+    check "release: the volume's filesystem is clean (e2fsck -n)" e2fsck -n "$(state_get "$RUN_DIR" LOOP)"
+  fi
+}
+release_stopped() {
+  local state enabled
+  state=$(cin systemctl is-active "user@$AUID.service")
+  enabled=$(cin systemctl is-enabled "user@$AUID.service")
+  echo "user@$AUID.service: $state, $enabled; claude: $(cin pgrep -u "$AGENT" -x claude || echo none)"
+  [ "$state" != active ] && [ "$enabled" = masked-runtime ] && ! cin pgrep -u "$AGENT" -x claude >/dev/null
 }

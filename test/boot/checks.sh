@@ -178,7 +178,7 @@ check_agent_user() {
     not_ok "user $AGENT exists, home /home/$AGENT owned by $AGENT" "home=$home; $(owned "/home/$AGENT" 2>&1)"
   fi
   if [ -n "$ADMIN" ]; then
-    check "$AGENT has no sudo (the agent is not root)" no_sudo "$AGENT"
+    check "$AGENT has no sudo but the release before destroy (the agent is not root)" only_release_sudo "$AGENT"
     check "$ADMIN (the admin login) may run anything as root without a password" sudo_ok "$ADMIN"
     check "$ADMIN has the same SSH keys as $AGENT" same_keys
   else
@@ -188,11 +188,12 @@ check_agent_user() {
   check "packages installed: ${EXPECT_PACKAGES[*]}" cin dpkg -s "${EXPECT_PACKAGES[@]}"
 }
 
-no_sudo() {
-  local rules
+only_release_sudo() { # the one rule: agentbox-release-home, as root, without arguments
+  local rules commands
   rules=$(cin sudo -l -U "$1" 2>&1)
   echo "$rules"
-  grep -q "is not allowed to run sudo" <<<"$rules"
+  commands=$(sed -n '/may run the following commands/,$p' <<<"$rules" | tail -n +2 | sed 's/^[[:space:]]*//' | grep .)
+  [ "$commands" = '(root) NOPASSWD: /usr/local/lib/agentbox/release-home ""' ]
 }
 
 same_keys() {
@@ -249,7 +250,9 @@ check_units_verify_in_box() {
   local unit out
   for unit in $(cin python3 -c '
 import yaml
-for f in yaml.safe_load(open("/var/lib/cloud/seed/nocloud/user-data")).get("write_files") or []:
+import gzip
+raw = open("/var/lib/cloud/seed/nocloud/user-data", "rb").read()
+for f in yaml.safe_load(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).get("write_files") or []:
     p = f.get("path", "")
     if "/systemd/" in p and p.rsplit(".", 1)[-1] in ("service", "socket", "timer", "path", "target", "mount"):
         print(p)'); do
@@ -365,15 +368,18 @@ check_firewall() {
   else
     not_ok "firewall: inbound policy is drop" "$input"
   fi
-  # no allowSshFrom in the CI stacks: nothing public may accept a connection
-  want=$(printf '%s\n' 'ct state established,related accept' 'iif "lo" accept' 'iifname "tailscale0" accept' \
-    'meta l4proto { icmp, ipv6-icmp } accept' 'udp sport 547 udp dport 546 accept' 'udp sport 67 udp dport 68 accept' | sort)
+  # nothing public may accept a connection but SSH from allowSshFrom (the hetzner CI stack's covers the harness)
+  want=$({
+    printf '%s\n' 'ct state established,related accept' 'iif "lo" accept' 'iifname "tailscale0" accept' \
+      'meta l4proto { icmp, ipv6-icmp } accept' 'udp sport 547 udp dport 546 accept' 'udp sport 67 udp dport 68 accept'
+    ssh_accept_rules
+  } | sort)
   got=$(firewall_accepts)
   log "firewall accepts: $(tr '\n' ';' <<<"$got")"
   if [ "$got" = "$want" ]; then
-    ok "firewall: inbound accepts only loopback, replies, the tailnet, ICMP and DHCP replies (no port is open)"
+    ok "firewall: inbound accepts only loopback, replies, the tailnet, ICMP, DHCP replies and SSH from allowSshFrom"
   else
-    not_ok "firewall: inbound accepts only loopback, replies, the tailnet, ICMP and DHCP replies (no port is open)" \
+    not_ok "firewall: inbound accepts only loopback, replies, the tailnet, ICMP, DHCP replies and SSH from allowSshFrom" \
       "$(diff <(echo "$want") <(echo "$got"))"
   fi
   output=$(cin nft list chain inet agentbox output 2>&1)
@@ -390,6 +396,20 @@ check_firewall() {
   else
     not_ok "firewall: root (cloud-init) still reaches the metadata address" "$output"
   fi
+}
+
+# the SSH accept rules of allowSshFrom as nft lists them: one CIDR bare, several in braces (one rule per family)
+ssh_accept_rules() {
+  local family v4 v6
+  v4=$(allow_ssh_from | grep -v ':' | paste -sd, - | sed 's/,/, /g')
+  v6=$(allow_ssh_from | grep ':' | paste -sd, - | sed 's/,/, /g')
+  for family in ip ip6; do
+    local set=$v4
+    [ $family = ip6 ] && set=$v6
+    [ -n "$set" ] || continue
+    [[ $set == *,* ]] && set="{ $set }"
+    printf '%s\n' "$family saddr $set tcp dport 22 accept"
+  done
 }
 
 # agentbox-status, as the agent and as the admin login, after the kills (the unit counts its restarts)

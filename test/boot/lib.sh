@@ -92,6 +92,14 @@ allowed_hosts() {
   } | sort -u
 }
 
+# A user-data file as a cloud receives it is either #cloud-config text, or (Hetzner's delivery, see
+# USER_DATA_DELIVERY in cloud-init/render.ts) that text gzip-compressed and base64-encoded. user_data_text FILE
+# prints the text; user_data_seed FILE prints what cloud-init's datasource hands on (Hetzner's base64-decodes it,
+# and cloud-init itself unpacks the gzip), for the box's NoCloud seed.
+is_cloud_config_text() { [ "$(head -c 13 "$1")" = "#cloud-config" ]; }
+user_data_text() { if is_cloud_config_text "$1"; then cat "$1"; else base64 -d "$1" | gunzip; fi; }
+user_data_seed() { if is_cloud_config_text "$1"; then cat "$1"; else base64 -d "$1"; fi; }
+
 # A run directory's `state` file records what the run created, so that teardown (also
 # from another shell: `box.sh stop NAME`) undoes exactly that and nothing else.
 state_set() { echo "$2=$3" >>"$1/state"; }

@@ -29,12 +29,15 @@ trap cleanup EXIT
 mkdir -p "$t"/{upper,work,root}
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$t/upper,workdir=$t/work" "$r"
 mkdir -p "$r/lint"
-cp "$ud" "$r/lint/user-data"
+user_data_text "$ud" >"$r/lint/user-data"
 
 # a chroot of the overlay: private mounts, pids and /proc, no network at all
 inroot() { unshare --mount --net --pid --fork --mount-proc="$r/proc" chroot "$r" env -i PATH="$BOX_PATH" HOME=/root "$@"; }
 
-if [ "$(head -n 1 "$ud")" = "#cloud-config" ]; then ok "first line is #cloud-config"; else not_ok "first line is #cloud-config" "$(head -n 1 "$ud")"; fi
+if ! is_cloud_config_text "$ud"; then
+  log "the user-data is gzip+base64 (Hetzner's delivery): $(wc -c <"$ud") bytes for a $(wc -c <"$r/lint/user-data")-byte document"
+fi
+if [ "$(head -n 1 "$r/lint/user-data")" = "#cloud-config" ]; then ok "first line is #cloud-config"; else not_ok "first line is #cloud-config" "$(head -n 1 "$r/lint/user-data")"; fi
 
 ver=$(inroot cloud-init --version 2>&1 | awk '{ print $2 }')
 # (its "datasource not detected" warning is noise here)
