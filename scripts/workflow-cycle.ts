@@ -7,6 +7,7 @@
  * pending | running | success | failure | timeout. Only the three end states mean the workflow is over: a quiet
  * agent, an unchanged output or a long run are never taken for "done".
  */
+import { DEFAULT_READY_TIMEOUT_MINUTES } from "../components/config";
 
 /** Written by the box's workflow unit; world-readable. */
 export const STATE_PATH = "/var/lib/agentbox/workflow/state";
@@ -14,16 +15,20 @@ export const STATE_PATH = "/var/lib/agentbox/workflow/state";
 export const END_STATES = ["success", "failure", "timeout"] as const;
 export type EndState = (typeof END_STATES)[number];
 
-/** What `npm run workflow` exits with: the workflow's own verdict, or 3 when the cycle itself went wrong. */
-export const EXIT_CODES = { success: 0, failure: 1, timeout: 2, error: 3 } as const;
+/**
+ * What `npm run workflow` exits with: the workflow's own verdict, 3 when the cycle itself went wrong, 130
+ * (128 + SIGINT, as a shell reports a Ctrl-C) when an interrupt ended it.
+ */
+export const EXIT_CODES = { success: 0, failure: 1, timeout: 2, error: 3, interrupted: 130 } as const;
 export type Outcome = keyof typeof EXIT_CODES;
 
 export const DEFAULT_POLL_SECONDS = 15;
-/** Consecutive failed reads of the state file before the box counts as unreachable. */
-export const DEFAULT_MAX_SSH_FAILURES = 10;
 /**
  * The box stops the workflow itself at its timeout; the local wait is a safety net that ends this much later
- * (the workflow may start a little after `up` returns, and the box needs a moment to write its verdict).
+ * (the workflow may start a little after `up` returns, and the box needs a moment to write its verdict). With
+ * agentbox:waitForReady false, `up` returns before the box has booted, and the wait adds the readiness timeout
+ * (agentbox:readyTimeoutMinutes) for it. Until then a failed read of the state file is only logged: the box may
+ * not be reachable yet (a stock box installs its packages and joins the tailnet first), or only for a while.
  */
 export const DEFAULT_MARGIN_MINUTES = 10;
 /** Attempts at fetching the output file once the workflow has ended. */
@@ -34,11 +39,69 @@ export interface DestroyOptions {
   /** Always true: the persistent volume is `protect: true` and outlives the box. */
   excludeProtected: true;
   onOutput: (chunk: string) => void;
+  /** Aborted by an interrupt while the destroy runs: Pulumi cancels it (see pulumiSignal). */
+  signal: AbortSignal;
+}
+
+/** Why an interrupt signal was aborted. */
+export interface InterruptReason {
+  /** SIGINT or SIGTERM. */
+  signal: string;
+  /** A Ctrl-C in the terminal: it has reached the running Pulumi CLI (in this process group) already. */
+  reachedPulumi: boolean;
+}
+
+/**
+ * Interrupts (Ctrl-C, SIGTERM) as the cycle sees them: `first` is aborted at the first one, and each `next()`
+ * signal at the next one after it was asked for.
+ */
+export class Interrupts {
+  count = 0;
+  readonly #first = new AbortController();
+  #waiting = new Set<AbortController>();
+
+  get first(): AbortSignal {
+    return this.#first.signal;
+  }
+
+  next(): AbortSignal {
+    const waiting = new AbortController();
+    this.#waiting.add(waiting);
+    return waiting.signal;
+  }
+
+  /** Records an interrupt and aborts the signals waiting for it; returns how many there have been. */
+  interrupt(reason: InterruptReason = { signal: "SIGINT", reachedPulumi: false }): number {
+    this.count++;
+    if (!this.#first.signal.aborted) this.#first.abort(reason);
+    for (const waiting of this.#waiting) waiting.abort(reason);
+    this.#waiting.clear();
+    return this.count;
+  }
+}
+
+/**
+ * The signal to hand an Automation API operation, which sends its Pulumi CLI a SIGINT when the signal aborts
+ * (Pulumi then cancels: it finishes the operations in flight and saves the state): aborted with `signal`, unless
+ * the interrupt was a Ctrl-C that reached the CLI from the terminal already, where a SIGINT more would be its
+ * second one ("terminate now").
+ */
+export function pulumiSignal(signal: AbortSignal): AbortSignal {
+  const forward = new AbortController();
+  const pass = () => {
+    if (!(signal.reason as Partial<InterruptReason> | undefined)?.reachedPulumi) forward.abort(signal.reason);
+  };
+  if (signal.aborted) pass();
+  else signal.addEventListener("abort", pass, { once: true });
+  return forward.signal;
 }
 
 export interface CycleDeps {
-  /** `pulumi up`; resolves once the box is ready, rejects when the update fails. */
-  up(onOutput: (chunk: string) => void): Promise<void>;
+  /**
+   * `pulumi up`; resolves once the box is ready, rejects when the update fails. `signal` is aborted at the first
+   * interrupt: Pulumi cancels the update (see pulumiSignal).
+   */
+  up(onOutput: (chunk: string) => void, signal: AbortSignal): Promise<void>;
   /** The stack's outputs as plain values (secrets included). */
   outputs(): Promise<Record<string, unknown>>;
   /** The stack's configuration, `namespace:key` → value. */
@@ -66,12 +129,13 @@ export interface CycleOptions {
   keep?: boolean;
   /** Destroy even when `up` failed; by default a failed box is left for you to look at. @default false */
   destroyOnFailure?: boolean;
-  /** @default DEFAULT_MAX_SSH_FAILURES */
-  maxSshFailures?: number;
   /** @default DEFAULT_MARGIN_MINUTES */
   marginMinutes?: number;
-  /** Aborting it (Ctrl-C) ends the wait early; the box is still destroyed unless `keep`. */
-  signal?: AbortSignal;
+  /**
+   * The first interrupt cancels `up` or ends the wait, and the box is destroyed (unless `keep`); an interrupt
+   * during that destroy cancels it, and the cycle says what is left.
+   */
+  interrupts?: Interrupts;
 }
 
 export interface CycleResult {
@@ -197,58 +261,94 @@ export function errorLine(error: unknown): string {
 
 type Say = (line: string) => void;
 type Streamed = (label: string, run: (onOutput: (chunk: string) => void) => Promise<void>) => Promise<void>;
-type Settings = Required<Pick<CycleOptions, "pollSeconds" | "maxSshFailures" | "marginMinutes">> & {
+type Settings = Required<Pick<CycleOptions, "pollSeconds" | "marginMinutes" | "interrupts">> & {
   stack: string;
   runDir: string;
-  signal?: AbortSignal;
 };
+
+/** How long the wait may last, and the words that say why. */
+interface Bound {
+  /** The box's own workflow timeout. */
+  timeoutMinutes: number;
+  minutes: number;
+  /** e.g. "box timeout 60m + 10m margin" */
+  made: string;
+}
+
+/** The wait's deadline: the box's workflow timeout, the margin, and the box's boot when `up` does not wait for it. */
+export function waitBound(timeoutMinutes: number, marginMinutes: number, config: Record<string, string>): Bound {
+  const made = `box timeout ${timeoutMinutes}m + ${marginMinutes}m margin`;
+  if ((config["agentbox:waitForReady"] ?? "").trim() !== "false") {
+    return { timeoutMinutes, minutes: timeoutMinutes + marginMinutes, made };
+  }
+  const ready = Number(config["agentbox:readyTimeoutMinutes"]);
+  const boot = Number.isInteger(ready) && ready > 0 ? ready : DEFAULT_READY_TIMEOUT_MINUTES;
+  return {
+    timeoutMinutes,
+    minutes: timeoutMinutes + marginMinutes + boot,
+    made: `${made} + ${boot}m for the box to come up (agentbox:waitForReady is false)`,
+  };
+}
 
 type WaitResult =
   | { kind: "ended"; state: EndState; fields: Record<string, string>; text: string }
-  | { kind: "local-timeout"; fields: Record<string, string>; text?: string; boundMinutes: number }
-  | { kind: "unreachable"; fields: Record<string, string>; text?: string; error: string }
+  | { kind: "local-timeout"; fields: Record<string, string>; text?: string }
+  | {
+      kind: "unreachable";
+      fields: Record<string, string>;
+      text?: string;
+      error: string;
+      failures: number;
+      forMs: number;
+    }
   | { kind: "interrupted"; fields: Record<string, string>; text?: string };
 
-async function waitForEnd(
-  deps: CycleDeps,
-  say: Say,
-  target: string,
-  timeoutMinutes: number,
-  o: Settings,
-): Promise<WaitResult> {
+async function waitForEnd(deps: CycleDeps, say: Say, target: string, bound: Bound, o: Settings): Promise<WaitResult> {
   const start = deps.now();
-  const boundMinutes = timeoutMinutes + o.marginMinutes;
+  const deadline = start + bound.minutes * 60_000;
   let fields: Record<string, string> = {};
   let text: string | undefined;
   let shown: string | undefined;
   let lastLine = start;
   let failures = 0;
+  let failingSince = start;
+  let lastError = "";
   for (;;) {
-    if (o.signal?.aborted) return { kind: "interrupted", fields, text };
+    if (o.interrupts.first.aborted) return { kind: "interrupted", fields, text };
     try {
       const read = await deps.readState(target);
+      if (failures) say(`ssh to ${target} works again, after ${failures} failed ${failures === 1 ? "read" : "reads"}`);
       failures = 0;
       if (read !== undefined) {
         text = read;
         fields = parseState(read);
       }
     } catch (e) {
+      if (failures === 0) failingSince = deps.now();
       failures++;
-      say(`ssh to ${target} failed (${failures}/${o.maxSshFailures} in a row): ${errorLine(e)}`);
-      lastLine = deps.now();
-      if (failures >= o.maxSshFailures) return { kind: "unreachable", fields, text, error: errorLine(e) };
+      lastError = errorLine(e);
+      // not fatal before the deadline: the first failure, then one line a minute
+      if (failures === 1 || deps.now() - lastLine >= HEARTBEAT_MS) {
+        say(
+          `ssh to ${target} failed (${failures} in a row; trying until the deadline, ${formatDuration(deadline - deps.now())} from now): ${lastError}`,
+        );
+        lastLine = deps.now();
+      }
     }
     // a missing file or state line means the unit has not written it yet
     const state = fields.state || "pending";
     if (failures === 0 && state !== shown) {
       shown = state;
-      say(`state ${state} (${formatDuration(deps.now() - start)} since the box was ready)`);
+      say(`state ${state} (${formatDuration(deps.now() - start)} since up returned)`);
       lastLine = deps.now();
     }
     if (isEndState(state)) return { kind: "ended", state, fields, text: text ?? "" };
-    if (deps.now() - start >= boundMinutes * 60_000) return { kind: "local-timeout", fields, text, boundMinutes };
-    if (deps.now() - lastLine >= HEARTBEAT_MS) {
-      say(`still ${state}, ${formatDuration(deps.now() - start)} elapsed (box timeout ${timeoutMinutes}m)`);
+    if (deps.now() >= deadline) {
+      if (failures === 0) return { kind: "local-timeout", fields, text };
+      return { kind: "unreachable", fields, text, error: lastError, failures, forMs: deps.now() - failingSince };
+    }
+    if (failures === 0 && deps.now() - lastLine >= HEARTBEAT_MS) {
+      say(`still ${state}, ${formatDuration(deps.now() - start)} elapsed (box timeout ${bound.timeoutMinutes}m)`);
       lastLine = deps.now();
     }
     await deps.sleep(o.pollSeconds * 1000);
@@ -293,11 +393,10 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
     stack: options.stack,
     runDir: options.runDir,
     pollSeconds: options.pollSeconds ?? DEFAULT_POLL_SECONDS,
-    maxSshFailures: options.maxSshFailures ?? DEFAULT_MAX_SSH_FAILURES,
     marginMinutes: options.marginMinutes ?? DEFAULT_MARGIN_MINUTES,
-    signal: options.signal,
+    interrupts: options.interrupts ?? new Interrupts(),
   };
-  const { stack } = settings;
+  const { stack, interrupts } = settings;
   const say: Say = (line) => deps.log(`workflow ${stack}: ${line}`);
   const finish = (outcome: Outcome, summary: string): CycleResult => {
     const line = `workflow ${stack}: ${outcome === "error" ? "cycle error" : outcome} - ${summary}`;
@@ -313,17 +412,39 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
     }
   };
 
+  const left = `stack ${stack} may still have its box. Destroy it with: ${destroyCommand(stack)}`;
+  /** The destroy that ends the cycle after `outcome` (summary), and the verdict it comes to. */
+  const destroyAndFinish = async (outcome: Outcome, summary: string): Promise<CycleResult> => {
+    if (options.keep)
+      return finish(outcome, `${summary}; box kept (--keep). Destroy it with: ${destroyCommand(stack)}`);
+    if (outcome === "interrupted") say("destroying the box (the volume stays); Ctrl-C again cancels the destroy");
+    const destroyed = await destroyBox(deps, streamed, say, interrupts.next());
+    if (destroyed.ok) return finish(outcome, `${summary}; box destroyed (volume kept)`);
+    const before = outcome === "interrupted" ? summary : `${outcome} (${summary})`;
+    if (destroyed.interrupted) return finish("interrupted", `${before}, but the destroy was interrupted: ${left}`);
+    return finish(
+      "error",
+      `${before}, but destroy failed (${destroyed.error}) and the box is still running. Run: ${destroyCommand(stack)}`,
+    );
+  };
+
+  let config: Record<string, string>;
   try {
-    checkWorkflowConfigured(await deps.config(), stack);
+    config = await deps.config();
+    checkWorkflowConfigured(config, stack);
   } catch (e) {
+    if (interrupts.count) return finish("interrupted", "interrupted before anything was created");
     return finish("error", `${errorLine(e)} (nothing was created)`);
   }
+  if (interrupts.count) return finish("interrupted", "interrupted before anything was created");
 
-  say("pulumi up (returns once the box is ready)");
+  say("pulumi up (returns once the box is ready; Ctrl-C cancels it, then destroys the box)");
   try {
-    await streamed("up", (onOutput) => deps.up(onOutput));
+    await streamed("up", (onOutput) => deps.up(onOutput, interrupts.first));
   } catch (e) {
     logError(deps, "up", e);
+    // the cycle promises to destroy what it creates when it is interrupted, with or without --destroy-on-failure
+    if (interrupts.count) return destroyAndFinish("interrupted", "interrupted during pulumi up");
     const failed = `pulumi up failed: ${errorLine(e)}`;
     if (!options.destroyOnFailure) {
       return finish(
@@ -331,31 +452,23 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
         `${failed}; whatever it created is left for you to look at. Destroy it with: ${destroyCommand(stack)}`,
       );
     }
-    const destroyed = await destroyBox(deps, streamed, say);
-    return finish(
-      "error",
-      destroyed.ok
-        ? `${failed}; destroyed what it had created (volume kept)`
-        : `${failed}; destroy failed too (${destroyed.error}). Run: ${destroyCommand(stack)}`,
-    );
+    const destroyed = await destroyBox(deps, streamed, say, interrupts.next());
+    if (destroyed.ok) return finish("error", `${failed}; destroyed what it had created (volume kept)`);
+    if (destroyed.interrupted) return finish("interrupted", `${failed}; the destroy was interrupted: ${left}`);
+    return finish("error", `${failed}; destroy failed too (${destroyed.error}). Run: ${destroyCommand(stack)}`);
   }
+  if (interrupts.count) return destroyAndFinish("interrupted", "interrupted during pulumi up");
 
   let outcome: Outcome;
   let summary: string;
   try {
-    ({ outcome, summary } = await watchAndFetch(deps, say, settings));
+    ({ outcome, summary } = await watchAndFetch(deps, say, settings, config));
   } catch (e) {
-    outcome = "error";
-    summary = errorLine(e);
+    outcome = interrupts.count ? "interrupted" : "error";
+    summary = interrupts.count ? `interrupted (${errorLine(e)})` : errorLine(e);
   }
   // whatever the wait and the fetch came to, the box goes (a forgotten box is billed by the hour)
-  if (options.keep) return finish(outcome, `${summary}; box kept (--keep). Destroy it with: ${destroyCommand(stack)}`);
-  const destroyed = await destroyBox(deps, streamed, say);
-  if (destroyed.ok) return finish(outcome, `${summary}; box destroyed (volume kept)`);
-  return finish(
-    "error",
-    `${outcome} (${summary}), but destroy failed (${destroyed.error}) and the box is still running. Run: ${destroyCommand(stack)}`,
-  );
+  return destroyAndFinish(outcome, summary);
 }
 
 function logError(deps: CycleDeps, label: string, error: unknown): void {
@@ -364,10 +477,18 @@ function logError(deps: CycleDeps, label: string, error: unknown): void {
   }
 }
 
-async function watchAndFetch(deps: CycleDeps, say: Say, s: Settings): Promise<{ outcome: Outcome; summary: string }> {
+async function watchAndFetch(
+  deps: CycleDeps,
+  say: Say,
+  s: Settings,
+  config: Record<string, string>,
+): Promise<{ outcome: Outcome; summary: string }> {
   const { target, timeoutMinutes } = boxFromOutputs(await deps.outputs(), s.stack);
-  say(`waiting for the workflow on ${target} (box timeout ${timeoutMinutes}m, polling every ${s.pollSeconds}s)`);
-  const waited = await waitForEnd(deps, say, target, timeoutMinutes, s);
+  const bound = waitBound(timeoutMinutes, s.marginMinutes, config);
+  say(
+    `waiting for the workflow on ${target}, polling every ${s.pollSeconds}s, for at most ${bound.minutes}m (${bound.made})`,
+  );
+  const waited = await waitForEnd(deps, say, target, bound, s);
   const outputPath = `${s.runDir}/output.jsonl`;
   if (waited.text !== undefined) await deps.writeLocal(`${s.runDir}/state`, waited.text);
   const last = waited.fields.state || "pending";
@@ -395,17 +516,19 @@ async function watchAndFetch(deps: CycleDeps, say: Say, s: Settings): Promise<{ 
       return {
         outcome: "timeout",
         summary:
-          `no end state from the box within ${waited.boundMinutes}m (box timeout ${timeoutMinutes}m + ${s.marginMinutes}m margin), ` +
+          `no end state from the box within ${bound.minutes}m (${bound.made}), ` +
           `last state ${last}; ${fetched.ok ? `partial output in ${outputPath}` : "no output fetched"}`,
       };
     }
     case "unreachable":
       return {
         outcome: "error",
-        summary: `ssh to the box failed ${s.maxSshFailures} times in a row (${waited.error}), last state ${last}`,
+        summary:
+          `no end state from the box within ${bound.minutes}m (${bound.made}), and ssh to it was failing at the deadline ` +
+          `(${waited.failures} reads in a row over ${formatDuration(waited.forMs)}: ${waited.error}), last state ${last}`,
       };
     case "interrupted":
-      return { outcome: "error", summary: `interrupted while the workflow was ${last}` };
+      return { outcome: "interrupted", summary: `interrupted while the workflow was ${last}` };
     default: {
       const never: never = waited;
       throw new Error(`unexpected wait result ${JSON.stringify(never)}`);
@@ -417,13 +540,14 @@ async function destroyBox(
   deps: CycleDeps,
   streamed: Streamed,
   say: Say,
-): Promise<{ ok: true } | { ok: false; error: string }> {
+  signal: AbortSignal,
+): Promise<{ ok: true } | { ok: false; interrupted: boolean; error: string }> {
   say("pulumi destroy --exclude-protected (the volume stays)");
   try {
-    await streamed("destroy", (onOutput) => deps.destroy({ excludeProtected: true, onOutput }));
+    await streamed("destroy", (onOutput) => deps.destroy({ excludeProtected: true, onOutput, signal }));
     return { ok: true };
   } catch (e) {
     logError(deps, "destroy", e);
-    return { ok: false, error: errorLine(e) };
+    return { ok: false, interrupted: signal.aborted, error: errorLine(e) };
   }
 }

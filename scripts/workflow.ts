@@ -17,12 +17,14 @@ import { parseArgs } from "node:util";
 import type { Stack } from "@pulumi/pulumi/automation";
 import {
   type CycleDeps,
-  DEFAULT_MAX_SSH_FAILURES,
+  DEFAULT_MARGIN_MINUTES,
   DEFAULT_POLL_SECONDS,
   EXIT_CODES,
+  Interrupts,
   STATE_PATH,
   destroyCommand,
   errorLine,
+  pulumiSignal,
   runCycle,
   runDirName,
 } from "./workflow-cycle";
@@ -40,8 +42,15 @@ the output to workflow-runs/<stack>-<UTC time>/, then destroys the box, keeping 
   --destroy-on-failure    destroy even when pulumi up fails (by default the box is left to look at)
   --help, -h              this text
 
-Exit: 0 success, 1 failure, 2 timeout, 3 the cycle itself failed (up, ssh, destroy, ...).
-A local-backend stack needs PULUMI_CONFIG_PASSPHRASE (or _FILE) in the environment: nothing here prompts.`;
+The wait ends when the box reports an end state, or at a deadline: the workflow's timeout + ${DEFAULT_MARGIN_MINUTES} minutes after up
+returns (+ agentbox:readyTimeoutMinutes when agentbox:waitForReady is false). Failed ssh reads before it are retried.
+
+Ctrl-C (or SIGTERM) cancels pulumi up or ends the wait, then destroys the box (unless --keep); Ctrl-C during that
+destroy cancels it and prints what is left; a third one quits at once.
+
+Exit: 0 success, 1 failure, 2 timeout, 3 the cycle itself failed (up, ssh, destroy, ...), 130 interrupted.
+A local-backend stack needs PULUMI_CONFIG_PASSPHRASE (or _FILE) in the environment, empty if that is the
+passphrase: nothing here prompts.`;
 
 export type CliArgs =
   { help: true } | { help: false; stack: string; pollSeconds: number; keep: boolean; destroyOnFailure: boolean };
@@ -147,6 +156,37 @@ function usesPassphrase(stack: string): boolean {
   return existsSync(file) && /^encryptionsalt:/m.test(readFileSync(file, "utf8"));
 }
 
+/**
+ * Why a passphrase stack cannot be opened without a prompt, or undefined when it can. An empty
+ * PULUMI_CONFIG_PASSPHRASE is a passphrase like any other (the CLI accepts it); only an unset one is missing.
+ */
+export function passphraseProblem(stack: string, env: NodeJS.ProcessEnv, encrypted: boolean): string | undefined {
+  if (!encrypted || env.PULUMI_CONFIG_PASSPHRASE !== undefined || env.PULUMI_CONFIG_PASSPHRASE_FILE) return undefined;
+  return (
+    `stack ${stack} encrypts its secrets with a passphrase and the workflow cannot prompt for it. ` +
+    `Fix: read -rs PULUMI_CONFIG_PASSPHRASE && export PULUMI_CONFIG_PASSPHRASE (or set PULUMI_CONFIG_PASSPHRASE_FILE)`
+  );
+}
+
+/**
+ * Feeds this process's SIGINT and SIGTERM into `interrupts`, once per interrupt (see watchInterrupts in
+ * pulumi.mjs), and prints `tell(count)` for each. From the third one on the process exits at once with
+ * EXIT_CODES.interrupted; the Pulumi CLI still running then gets a SIGTERM from execa, its second signal, and stops
+ * at once too. Resolves to the function that stops listening.
+ */
+export async function feedInterrupts(interrupts: Interrupts, tell: (count: number) => string): Promise<() => void> {
+  // @ts-expect-error: a plain ES module without types
+  const wrapper = (await import("./pulumi.mjs")) as {
+    watchInterrupts(onInterrupt: (i: { signal: string; count: number; fromTerminal: boolean }) => void): () => void;
+  };
+  return wrapper.watchInterrupts(({ signal, fromTerminal }) => {
+    // Pulumi runs in this process group (execa), so a Ctrl-C from the terminal has reached it already
+    const count = interrupts.interrupt({ signal, reachedPulumi: fromTerminal });
+    console.error(`agentbox: ${signal === "SIGINT" ? "Ctrl-C" : signal}: ${tell(count)}`);
+    if (count >= 3) process.exit(EXIT_CODES.interrupted);
+  });
+}
+
 /** The Pulumi CLI that the `pulumi` npm package provides, as scripts/pulumi.mjs runs it. */
 export async function pulumiCommand() {
   const { PulumiCommand } = await import("@pulumi/pulumi/automation/index.js");
@@ -174,24 +214,16 @@ export async function openStack(stackName: string): Promise<Stack> {
       `agentbox: using a local state backend (${backend}); set PULUMI_BACKEND_URL or run \`pulumi login\` to use another`,
     );
   }
-  if (
-    usesPassphrase(stackName) &&
-    !process.env.PULUMI_CONFIG_PASSPHRASE &&
-    !process.env.PULUMI_CONFIG_PASSPHRASE_FILE
-  ) {
-    throw new Error(
-      `stack ${stackName} encrypts its secrets with a passphrase and the workflow cannot prompt for it. ` +
-        `Fix: read -rs PULUMI_CONFIG_PASSPHRASE && export PULUMI_CONFIG_PASSPHRASE (or set PULUMI_CONFIG_PASSPHRASE_FILE)`,
-    );
-  }
+  const problem = passphraseProblem(stackName, process.env, usesPassphrase(stackName));
+  if (problem) throw new Error(problem);
   const { LocalWorkspace } = await import("@pulumi/pulumi/automation/index.js");
   return LocalWorkspace.selectStack({ stackName, workDir: ROOT }, { pulumiCommand: await pulumiCommand(), envVars });
 }
 
-function realDeps(stack: Stack, knownHosts: string, signal: AbortSignal): CycleDeps {
+function realDeps(stack: Stack, knownHosts: string, interrupts: Interrupts): CycleDeps {
   return {
-    async up(onOutput) {
-      await stack.up({ onOutput, onError: onOutput });
+    async up(onOutput, signal) {
+      await stack.up({ onOutput, onError: onOutput, signal: pulumiSignal(signal) });
     },
     async outputs() {
       const outputs = await stack.outputs();
@@ -207,11 +239,11 @@ function realDeps(stack: Stack, knownHosts: string, signal: AbortSignal): CycleD
       await mkdir(dirname(file), { recursive: true });
       await writeFile(file, text);
     },
-    async destroy({ excludeProtected, onOutput }) {
-      await stack.destroy({ excludeProtected, onOutput, onError: onOutput });
+    async destroy({ excludeProtected, onOutput, signal }) {
+      await stack.destroy({ excludeProtected, onOutput, onError: onOutput, signal: pulumiSignal(signal) });
     },
     // Ctrl-C cuts the wait short; the cycle then destroys the box
-    sleep: (ms) => delay(ms, undefined, { signal }).catch(() => undefined),
+    sleep: (ms) => delay(ms, undefined, { signal: interrupts.first }).catch(() => undefined),
     now: () => Date.now(),
     log: (line) => console.log(line),
   };
@@ -230,13 +262,17 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const interrupt = new AbortController();
-  process.on("SIGINT", () => {
-    if (interrupt.signal.aborted) process.exit(130);
-    console.error(
-      `agentbox: interrupted; ending the cycle (the box is destroyed unless --keep). Ctrl-C again to quit now, leaving it running (${destroyCommand(args.stack)})`,
-    );
-    interrupt.abort();
+  const interrupts = new Interrupts();
+  const left = `stack ${args.stack} may still have its box; destroy it with: ${destroyCommand(args.stack)}`;
+  await feedInterrupts(interrupts, (count) => {
+    if (count === 1) {
+      return args.keep
+        ? "ending the cycle: Pulumi cancels what it is doing, and the box is kept (--keep)"
+        : "ending the cycle: Pulumi cancels what it is doing, then the box is destroyed (volume kept). Ctrl-C again cancels the destroy";
+    }
+    if (count === 2)
+      return `cancelling what Pulumi is doing (it finishes the operations in flight); ${left}. Ctrl-C again quits at once`;
+    return `quitting at once; ${left}`;
   });
 
   let stack: Stack;
@@ -248,14 +284,13 @@ async function main(argv: string[]): Promise<number> {
   }
   const knownHostsDir = mkdtempSync(join(tmpdir(), "agentbox-workflow-"));
   try {
-    const result = await runCycle(realDeps(stack, join(knownHostsDir, "known_hosts"), interrupt.signal), {
+    const result = await runCycle(realDeps(stack, join(knownHostsDir, "known_hosts"), interrupts), {
       stack: args.stack,
       runDir: join("workflow-runs", runDirName(args.stack, Date.now())),
       pollSeconds: args.pollSeconds,
       keep: args.keep,
       destroyOnFailure: args.destroyOnFailure,
-      maxSshFailures: DEFAULT_MAX_SSH_FAILURES,
-      signal: interrupt.signal,
+      interrupts,
     });
     return result.exitCode;
   } finally {

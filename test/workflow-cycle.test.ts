@@ -6,14 +6,16 @@ import { afterEach, describe, expect, test } from "vitest";
 import {
   type CycleDeps,
   type CycleOptions,
+  Interrupts,
   STATE_PATH,
   formatDuration,
   lineSplitter,
   parseState,
+  pulumiSignal,
   runCycle,
   runDirName,
 } from "../scripts/workflow-cycle";
-import { parseCliArgs, shellQuote, sshArgs, sshBox } from "../scripts/workflow";
+import { parseCliArgs, passphraseProblem, shellQuote, sshArgs, sshBox } from "../scripts/workflow";
 
 const TARGET = "agent@agentbox-dev";
 const OUTPUT = "/home/agent/.local/state/agentbox/workflow/output.jsonl";
@@ -44,6 +46,10 @@ interface FakeBox {
   upChunks?: string[];
   /** Called before each sleep: lets a test abort the cycle mid-wait. */
   onSleep?: (slept: number) => void;
+  /** Called while up runs: lets a test interrupt it (an aborted up then rejects as Pulumi's cancelled update does). */
+  onUp?: () => void;
+  /** Called while destroy runs, with the same effect. */
+  onDestroy?: (destroys: number) => void;
 }
 
 const WORKFLOW_CONFIG = { "agentbox:cloud": "hetzner", "agentbox:workflowPrompt": "Fix the failing tests" };
@@ -59,16 +65,24 @@ function fakeBox(box: FakeBox = {}) {
   const logs: string[] = [];
   const written: Record<string, string> = {};
   const destroyOptions: unknown[] = [];
+  /** Whether each operation's signal had been aborted when it returned (Pulumi would have been told to cancel). */
+  const aborted: string[] = [];
+  let destroys = 0;
   const next = <T>(list: T[], i: number): T => list[Math.min(i, list.length - 1)]!;
   const deps: CycleDeps = {
     async config() {
       calls.push("config");
       return box.config ?? WORKFLOW_CONFIG;
     },
-    async up(onOutput) {
+    async up(onOutput, signal) {
       calls.push("up");
       for (const chunk of box.upChunks ?? ["Updating (dev)\n", "+ agentbox created\n"]) onOutput(chunk);
       clock += 4 * 60_000;
+      box.onUp?.();
+      if (signal.aborted) {
+        aborted.push("up");
+        throw new Error("code: 255\n stderr: error: update canceled\n");
+      }
       if (box.upError) throw box.upError;
     },
     async outputs() {
@@ -96,6 +110,11 @@ function fakeBox(box: FakeBox = {}) {
     async destroy(options) {
       calls.push("destroy");
       destroyOptions.push({ excludeProtected: options.excludeProtected });
+      box.onDestroy?.(++destroys);
+      if (options.signal.aborted) {
+        aborted.push("destroy");
+        throw new Error("code: 255\n stderr: error: destroy canceled\n");
+      }
       options.onOutput("Destroying (dev)\n- agentbox deleted");
       if (box.destroyError) throw box.destroyError;
     },
@@ -113,6 +132,7 @@ function fakeBox(box: FakeBox = {}) {
     logs,
     written,
     destroyOptions,
+    aborted,
     elapsedMs: () => clock - T0,
     /** The calls with consecutive repeats folded into one entry marked with a count. */
     folded: () =>
@@ -206,9 +226,9 @@ describe("runCycle", () => {
     expect(box.written[`${RUN_DIR}/output.jsonl`]).toBe('{"type":"result","is_error":false}\n');
     // progress: one line per state change, Pulumi's output streamed line by line with a prefix
     expect(box.logs.filter((l) => l.startsWith("workflow dev: state "))).toEqual([
-      "workflow dev: state pending (0s since the box was ready)",
-      "workflow dev: state running (30s since the box was ready)",
-      "workflow dev: state success (1m00s since the box was ready)",
+      "workflow dev: state pending (0s since up returned)",
+      "workflow dev: state running (30s since up returned)",
+      "workflow dev: state success (1m00s since up returned)",
     ]);
     expect(box.logs).toContain("  up | + agentbox created");
     expect(box.logs).toContain("  destroy | - agentbox deleted");
@@ -294,38 +314,72 @@ describe("runCycle", () => {
     expect(box.calls.filter((c) => c.startsWith("read"))).toHaveLength(3);
   });
 
-  test("transient ssh failures are tolerated and counted", async () => {
-    const sshDown = new Error(
-      "reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused",
-    );
+  const sshDown = new Error(
+    "reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused",
+  );
+
+  test("failed ssh reads are never fatal before the deadline: 30 in a row (7m30s) are waited out, logged once a minute", async () => {
     const box = fakeBox({
-      states: [stateFile("running"), sshDown, sshDown, stateFile("running"), sshDown, ended("success", 0)],
+      states: [stateFile("running"), ...Array<Error>(30).fill(sshDown), stateFile("running"), ended("success", 0)],
     });
-    const result = await runCycle(box.deps, options({ maxSshFailures: 3 }));
+    const result = await runCycle(box.deps, options());
     expect(result.exitCode).toBe(0);
-    expect(box.logs.filter((l) => l.includes("failed ("))).toEqual([
-      `workflow dev: ssh to ${TARGET} failed (1/3 in a row): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
-      `workflow dev: ssh to ${TARGET} failed (2/3 in a row): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
-      `workflow dev: ssh to ${TARGET} failed (1/3 in a row): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
-    ]);
+    const failed = box.logs.filter((l) => l.includes(" failed ("));
+    expect(failed[0]).toBe(
+      `workflow dev: ssh to ${TARGET} failed (1 in a row; trying until the deadline, 1h09m45s from now): reading state: ssh exited 255: ssh: connect to host agentbox-dev port 22: Connection refused`,
+    );
+    expect(failed.map((l) => /\((\d+) in a row/.exec(l)?.[1])).toEqual(["1", "5", "9", "13", "17", "21", "25", "29"]);
+    expect(box.logs).toContain(`workflow dev: ssh to ${TARGET} works again, after 30 failed reads`);
   });
 
-  test("N consecutive ssh failures: exit 3, nothing fetched, the box still destroyed", async () => {
-    const box = fakeBox({ states: [stateFile("running"), new Error("ssh exited 255: Connection timed out")] });
-    const result = await runCycle(box.deps, options());
+  test("ssh failing at the deadline: exit 3 only then, nothing fetched, the box still destroyed", async () => {
+    const box = fakeBox({
+      outputs: { ...OUTPUTS, workflow: { timeoutMinutes: 5 } },
+      states: [stateFile("running"), new Error("ssh exited 255: Connection timed out")],
+    });
+    const result = await runCycle(box.deps, options({ marginMinutes: 2 }));
+    const reads = box.calls.filter((c) => c.startsWith("read")).length;
     expect(box.folded()).toEqual([
       "config",
       "up",
       "outputs",
       `read ${TARGET} -> running`,
-      `read ${TARGET} -> ssh error x10`,
+      `read ${TARGET} -> ssh error x${reads - 1}`,
       `write ${RUN_DIR}/state`,
       "destroy",
     ]);
+    // polled every 15 s up to the deadline, 7 minutes after up returned, and not a poll longer
+    expect(reads).toBe((7 * 60) / 15 + 1);
+    expect(box.elapsedMs() - 4 * 60_000).toBe(7 * 60_000);
     expect(result.exitCode).toBe(3);
     expect(result.summary).toBe(
-      "workflow dev: cycle error - ssh to the box failed 10 times in a row (ssh exited 255: Connection timed out), last state running; box destroyed (volume kept)",
+      "workflow dev: cycle error - no end state from the box within 7m (box timeout 5m + 2m margin), and ssh to it was failing at the deadline (28 reads in a row over 6m45s: ssh exited 255: Connection timed out), last state running; box destroyed (volume kept)",
     );
+  });
+
+  test("agentbox:waitForReady false: the deadline adds the readiness timeout, and a box unreachable for its first 20 minutes is waited for", async () => {
+    const box = fakeBox({
+      config: { ...WORKFLOW_CONFIG, "agentbox:waitForReady": "false" },
+      states: [...Array<Error>(80).fill(sshDown), stateFile("running"), ended("success", 0)],
+    });
+    const result = await runCycle(box.deps, options());
+    expect(result.exitCode).toBe(0);
+    expect(box.logs).toContain(
+      `workflow dev: waiting for the workflow on ${TARGET}, polling every 15s, for at most 85m (box timeout 60m + 10m margin + 15m for the box to come up (agentbox:waitForReady is false))`,
+    );
+  });
+
+  test.each([
+    [{}, "for at most 70m (box timeout 60m + 10m margin)"],
+    [{ "agentbox:waitForReady": "true" }, "for at most 70m (box timeout 60m + 10m margin)"],
+    [
+      { "agentbox:waitForReady": "false", "agentbox:readyTimeoutMinutes": "25" },
+      "for at most 95m (box timeout 60m + 10m margin + 25m for the box to come up (agentbox:waitForReady is false))",
+    ],
+  ])("the deadline for config %j: %s", async (config, bound) => {
+    const box = fakeBox({ config: { ...WORKFLOW_CONFIG, ...config } });
+    await runCycle(box.deps, options());
+    expect(box.logs.find((l) => l.includes("waiting for the workflow"))).toContain(bound);
   });
 
   test("up failing: no destroy, the command to destroy later is printed", async () => {
@@ -451,10 +505,20 @@ describe("runCycle", () => {
     );
   });
 
-  test("an interrupt (Ctrl-C) ends the wait and still destroys the box", async () => {
-    const interrupt = new AbortController();
-    const box = fakeBox({ states: [stateFile("running")], onSleep: (n) => n === 3 && interrupt.abort() });
-    const result = await runCycle(box.deps, options({ signal: interrupt.signal }));
+  test("the poll interval is the option's", async () => {
+    const box = fakeBox({ states: [stateFile("running"), stateFile("running"), ended("success", 0)] });
+    await runCycle(box.deps, options({ pollSeconds: 42 }));
+    expect(box.elapsedMs()).toBe(4 * 60_000 + 2 * 42_000);
+  });
+});
+
+describe("interrupts (Ctrl-C, SIGTERM): the cycle cancels, destroys what it created, and says what is left", () => {
+  const LEFT = `stack dev may still have its box. Destroy it with: ${DESTROY_COMMAND}`;
+
+  test("during the wait: no more reads, the box destroyed, exit 130", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox({ states: [stateFile("running")], onSleep: (n) => void (n === 3 && interrupts.interrupt()) });
+    const result = await runCycle(box.deps, options({ interrupts }));
     expect(box.folded()).toEqual([
       "config",
       "up",
@@ -463,15 +527,109 @@ describe("runCycle", () => {
       `write ${RUN_DIR}/state`,
       "destroy",
     ]);
+    expect(box.destroyOptions).toEqual([{ excludeProtected: true }]);
+    expect(box.aborted).toEqual([]);
+    expect(result.exitCode).toBe(130);
     expect(result.summary).toBe(
-      "workflow dev: cycle error - interrupted while the workflow was running; box destroyed (volume kept)",
+      "workflow dev: interrupted - interrupted while the workflow was running; box destroyed (volume kept)",
+    );
+    expect(box.logs).toContain("workflow dev: destroying the box (the volume stays); Ctrl-C again cancels the destroy");
+  });
+
+  test("during up: Pulumi is told to cancel the update, and the box is destroyed without --destroy-on-failure", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox({ onUp: () => interrupts.interrupt() });
+    const result = await runCycle(box.deps, options({ interrupts }));
+    expect(box.calls).toEqual(["config", "up", "destroy"]);
+    expect(box.aborted).toEqual(["up"]);
+    expect(box.destroyOptions).toEqual([{ excludeProtected: true }]);
+    expect(result.exitCode).toBe(130);
+    expect(result.summary).toBe(
+      "workflow dev: interrupted - interrupted during pulumi up; box destroyed (volume kept)",
+    );
+    expect(box.logs).toContain("  up |  stderr: error: update canceled");
+  });
+
+  test("an up that finished as the interrupt came: the box is destroyed all the same", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox();
+    box.deps.up = async () => void interrupts.interrupt();
+    const result = await runCycle(box.deps, options({ interrupts }));
+    expect(box.calls).toEqual(["config", "destroy"]);
+    expect(result.exitCode).toBe(130);
+  });
+
+  test("a second interrupt, during that destroy: Pulumi is told to cancel it, and the cycle says what is left", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox({ onUp: () => interrupts.interrupt(), onDestroy: () => interrupts.interrupt() });
+    const result = await runCycle(box.deps, options({ interrupts }));
+    expect(box.calls).toEqual(["config", "up", "destroy"]);
+    expect(box.aborted).toEqual(["up", "destroy"]);
+    expect(result.exitCode).toBe(130);
+    expect(result.summary).toBe(
+      `workflow dev: interrupted - interrupted during pulumi up, but the destroy was interrupted: ${LEFT}`,
     );
   });
 
-  test("the poll interval is the option's", async () => {
-    const box = fakeBox({ states: [stateFile("running"), stateFile("running"), ended("success", 0)] });
-    await runCycle(box.deps, options({ pollSeconds: 42 }));
-    expect(box.elapsedMs()).toBe(4 * 60_000 + 2 * 42_000);
+  test("an interrupt during the destroy that ends a finished workflow cancels it too", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox({ onDestroy: () => interrupts.interrupt() });
+    const result = await runCycle(box.deps, options({ interrupts }));
+    expect(box.aborted).toEqual(["destroy"]);
+    expect(result.exitCode).toBe(130);
+    expect(result.summary).toBe(
+      `workflow dev: interrupted - success (claude exit 0, ran 12m34s; output in ${RUN_DIR}/output.jsonl), but the destroy was interrupted: ${LEFT}`,
+    );
+  });
+
+  test("--keep: an interrupt during up leaves the box, and says how to destroy it", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox({ onUp: () => interrupts.interrupt() });
+    const result = await runCycle(box.deps, options({ interrupts, keep: true }));
+    expect(box.calls).toEqual(["config", "up"]);
+    expect(result.summary).toBe(
+      `workflow dev: interrupted - interrupted during pulumi up; box kept (--keep). Destroy it with: ${DESTROY_COMMAND}`,
+    );
+  });
+
+  test("before up: nothing is created", async () => {
+    const interrupts = new Interrupts();
+    const box = fakeBox();
+    const config = box.deps.config;
+    box.deps.config = async () => {
+      interrupts.interrupt();
+      return config();
+    };
+    const result = await runCycle(box.deps, options({ interrupts }));
+    expect(box.calls).toEqual(["config"]);
+    expect(result.exitCode).toBe(130);
+    expect(result.summary).toBe("workflow dev: interrupted - interrupted before anything was created");
+  });
+
+  test("Interrupts: `first` aborts at the first interrupt, each next() signal at the next one after it was asked for", () => {
+    const interrupts = new Interrupts();
+    const early = interrupts.next();
+    expect(interrupts.interrupt({ signal: "SIGTERM", reachedPulumi: false })).toBe(1);
+    expect(interrupts.first.aborted).toBe(true);
+    expect(early.aborted).toBe(true);
+    const later = interrupts.next();
+    expect(later.aborted).toBe(false);
+    expect(interrupts.interrupt()).toBe(2);
+    expect(later.aborted).toBe(true);
+    expect(interrupts.first.reason).toEqual({ signal: "SIGTERM", reachedPulumi: false });
+  });
+
+  test.each([
+    [{ signal: "SIGINT", reachedPulumi: false }, true],
+    [{ signal: "SIGTERM", reachedPulumi: false }, true],
+    // a Ctrl-C in the terminal has reached Pulumi already: a SIGINT more would be its second ("terminate now")
+    [{ signal: "SIGINT", reachedPulumi: true }, false],
+  ])("pulumiSignal passes on the interrupt %j: %s", (reason, passed) => {
+    const interrupts = new Interrupts();
+    const before = pulumiSignal(interrupts.first);
+    interrupts.interrupt(reason);
+    expect(before.aborted).toBe(passed);
+    expect(pulumiSignal(interrupts.first).aborted).toBe(passed);
   });
 });
 
@@ -537,6 +695,22 @@ describe("the CLI", () => {
     [["--stack", "dev", "now"], "unexpected argument now"],
   ])("parseCliArgs(%j) refuses: %s", (argv, message) => {
     expect(() => parseCliArgs(argv)).toThrow(message);
+  });
+
+  test.each<[string, NodeJS.ProcessEnv, boolean]>([
+    ["an empty PULUMI_CONFIG_PASSPHRASE (a valid passphrase for the CLI)", { PULUMI_CONFIG_PASSPHRASE: "" }, true],
+    ["a PULUMI_CONFIG_PASSPHRASE", { PULUMI_CONFIG_PASSPHRASE: "s3cret" }, true],
+    ["a PULUMI_CONFIG_PASSPHRASE_FILE", { PULUMI_CONFIG_PASSPHRASE_FILE: "/run/secrets/passphrase" }, true],
+    ["neither", {}, false],
+    ["an empty PULUMI_CONFIG_PASSPHRASE_FILE alone", { PULUMI_CONFIG_PASSPHRASE_FILE: "" }, false],
+  ])("a passphrase stack opens with %s: %s", (_, env, opens) => {
+    expect(passphraseProblem("dev", env, true)).toBe(
+      opens
+        ? undefined
+        : "stack dev encrypts its secrets with a passphrase and the workflow cannot prompt for it. Fix: read -rs PULUMI_CONFIG_PASSPHRASE && export PULUMI_CONFIG_PASSPHRASE (or set PULUMI_CONFIG_PASSPHRASE_FILE)",
+    );
+    // a stack whose secrets the backend encrypts needs none
+    expect(passphraseProblem("dev", env, false)).toBeUndefined();
   });
 
   test("ssh never prompts, trusts the new box's host key into the run's own known_hosts, and ends options before the target", () => {
