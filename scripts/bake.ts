@@ -8,7 +8,8 @@
  * snapshot of it. The image stack is then destroyed (the builder goes, the snapshot is retained) and removed, and
  * the stack's agentbox:bakedImage is set to the snapshot: the next `npm run up` boots from it.
  *
- * The logic is runBake, with the Automation API wired in by main.
+ * Ctrl-C (or SIGTERM) cancels the image stack's update, then removes the builder all the same (exit 130); one during
+ * that removal cancels it, and the fix is printed. The logic is runBake, with the Automation API wired in by main.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -24,7 +25,7 @@ import {
   credentialProblems,
   parseConfig,
 } from "../components/config";
-import { errorLine } from "./workflow-cycle";
+import { EXIT_CODES, Interrupts, errorLine, pulumiSignal } from "./workflow-cycle";
 
 const ROOT = join(__dirname, "..");
 
@@ -35,7 +36,11 @@ minutes, with a throw-away builder server in a stack of its own, <name>-image, w
 sets agentbox:bakedImage on the stack: the next npm run up boots its box from the image.
 Run it again after changing claudeCodeVersion, serverType (architecture), image or agentbox's own builder.
 
-A local-backend stack needs PULUMI_CONFIG_PASSPHRASE (or _FILE) in the environment: nothing here prompts.`;
+Ctrl-C (or SIGTERM) cancels the bake and removes the builder (exit 130); Ctrl-C during that removal cancels it and
+prints how to finish it; a third one quits at once.
+
+A local-backend stack needs PULUMI_CONFIG_PASSPHRASE (or _FILE) in the environment, empty if that is the
+passphrase: nothing here prompts.`;
 
 /** Throws a one-line message (without the usage text) for bad arguments. */
 export function parseBakeArgs(argv: string[]): { help: true } | { help: false; stack: string } {
@@ -58,13 +63,17 @@ export const imageStackName = (stack: string) => `${stack}-image`;
 export interface BakeDeps {
   /** The stack's whole config, decrypted (what `pulumi config --show-secrets` shows). */
   stackConfig(): Promise<Record<string, string>>;
-  /** Creates or updates the image stack with this program and provider config; resolves to its outputs. */
+  /**
+   * Creates or updates the image stack with this program and provider config; resolves to its outputs. `signal`
+   * is aborted at the first interrupt: Pulumi cancels the update (see pulumiSignal).
+   */
   up(
     program: () => Promise<Record<string, unknown>>,
     providerConfig: Record<string, string>,
+    signal: AbortSignal,
   ): Promise<{ imageId: string; imageName: string }>;
-  /** Destroys the image stack (the snapshot is retained) and removes it. */
-  destroy(): Promise<void>;
+  /** Destroys the image stack (the snapshot is retained) and removes it; `signal` as for up. */
+  destroy(signal: AbortSignal): Promise<void>;
   /** Sets agentbox:bakedImage on the stack. */
   setBakedImage(id: string): Promise<void>;
   env: NodeJS.ProcessEnv;
@@ -74,8 +83,13 @@ export interface BakeDeps {
 const PROVIDER_TOKENS = { hetzner: "hcloud:token", digitalocean: "digitalocean:token" } as const;
 const TOKEN_VARIABLES = { hetzner: "HCLOUD_TOKEN", digitalocean: "DIGITALOCEAN_TOKEN" } as const;
 
-/** The whole bake; resolves to the exit code. */
-export async function runBake(deps: BakeDeps, project: string, stack: string): Promise<number> {
+/** The whole bake; resolves to the exit code (130 after an interrupt). */
+export async function runBake(
+  deps: BakeDeps,
+  project: string,
+  stack: string,
+  interrupts: Interrupts = new Interrupts(),
+): Promise<number> {
   const all = await deps.stackConfig();
   let config: AgentBoxConfig;
   try {
@@ -91,6 +105,10 @@ export async function runBake(deps: BakeDeps, project: string, stack: string): P
     deps.log(e instanceof ConfigError ? e.message : `agentbox: ${errorLine(e)}`);
     return 1;
   }
+  if (interrupts.count) {
+    deps.log(`agentbox: interrupted before anything was created; stack ${stack} is unchanged`);
+    return EXIT_CODES.interrupted;
+  }
 
   const contents = imageContentsFor(config);
   deps.log(
@@ -100,19 +118,30 @@ export async function runBake(deps: BakeDeps, project: string, stack: string): P
   let image: { imageId: string; imageName: string } | undefined;
   let failure: unknown;
   try {
-    image = await deps.up(async () => bakeProgram(config), all[token] ? { [token]: all[token] } : {});
+    image = await deps.up(async () => bakeProgram(config), all[token] ? { [token]: all[token] } : {}, interrupts.first);
   } catch (e) {
     failure = e;
   }
+  const interrupted = interrupts.count > 0;
+  if (interrupted) deps.log("agentbox: interrupted: removing the builder; Ctrl-C again cancels that");
   // the builder goes whatever happened; the snapshot, if any, is retained
   let leftOver = false;
+  const removal = interrupts.next();
   try {
-    await deps.destroy();
+    await deps.destroy(removal);
   } catch (e) {
     leftOver = true;
     deps.log(
-      `agentbox: the builder could not be removed (${errorLine(e)}); the cloud bills it until it is. Fix: ${TOKEN_VARIABLES[config.cloud]}=<token> npm run pulumi -- destroy --stack ${imageStackName(stack)}, then npm run pulumi -- stack rm ${imageStackName(stack)}`,
+      `agentbox: the builder could not be removed (${removal.aborted ? "interrupted" : errorLine(e)}); the cloud bills it until it is. Fix: ${TOKEN_VARIABLES[config.cloud]}=<token> npm run pulumi -- destroy --stack ${imageStackName(stack)}, then npm run pulumi -- stack rm ${imageStackName(stack)}`,
     );
+  }
+  if (interrupted || removal.aborted) {
+    deps.log(
+      image
+        ? `agentbox: interrupted; image ${image.imageId} (${image.imageName}) was made, but stack ${stack} is not pointed at it. Use it: npm run pulumi -- config set ${NAMESPACE}:bakedImage ${image.imageId} --stack ${stack} (or delete it in the cloud console)`
+        : `agentbox: interrupted; ${leftOver ? "the builder is left (see above)" : "the builder is removed"} and stack ${stack} is unchanged`,
+    );
+    return EXIT_CODES.interrupted;
   }
   if (!image) {
     deps.log(`agentbox: the bake failed: ${errorLine(failure)}`);
@@ -148,7 +177,7 @@ async function realDeps(stack: Stack, stackName: string): Promise<BakeDeps> {
       const config = await stack.getAllConfig();
       return Object.fromEntries(Object.entries(config).map(([k, v]) => [k, v.value]));
     },
-    async up(program, providerConfig) {
+    async up(program, providerConfig, signal) {
       imageStack = await LocalWorkspace.createOrSelectStack(
         { stackName: imageStackName(stackName), projectName: "agentbox", program },
         workspace,
@@ -156,15 +185,16 @@ async function realDeps(stack: Stack, stackName: string): Promise<BakeDeps> {
       for (const [key, value] of Object.entries(providerConfig)) {
         await imageStack.setConfig(key, { value, secret: true });
       }
-      const result = await imageStack.up({ onOutput, onError: onOutput });
+      if (signal.aborted) throw new Error("interrupted before the update began");
+      const result = await imageStack.up({ onOutput, onError: onOutput, signal: pulumiSignal(signal) });
       return {
         imageId: String(result.outputs.imageId?.value),
         imageName: String(result.outputs.imageName?.value),
       };
     },
-    async destroy() {
+    async destroy(signal) {
       if (!imageStack) return;
-      await imageStack.destroy({ onOutput, onError: onOutput });
+      await imageStack.destroy({ onOutput, onError: onOutput, signal: pulumiSignal(signal) });
       await imageStack.workspace.removeStack(imageStack.name);
     },
     async setBakedImage(id) {
@@ -189,9 +219,16 @@ async function main(argv: string[]): Promise<number> {
   }
   const project = (parse(readFileSync(join(ROOT, "Pulumi.yaml"), "utf8")) as { name: string }).name;
   try {
-    const { openStack } = await import("./workflow.js");
+    const { feedInterrupts, openStack } = await import("./workflow.js");
+    const interrupts = new Interrupts();
+    await feedInterrupts(interrupts, (count) => {
+      if (count === 1) return "cancelling the bake; the builder is removed next. Ctrl-C again cancels that removal";
+      if (count === 2)
+        return `cancelling the removal of the builder (stack ${imageStackName(args.stack)}); Ctrl-C again quits at once`;
+      return `quitting at once; the builder may be left in stack ${imageStackName(args.stack)}`;
+    });
     const stack = await openStack(args.stack);
-    return await runBake(await realDeps(stack, args.stack), project, args.stack);
+    return await runBake(await realDeps(stack, args.stack), project, args.stack, interrupts);
   } catch (e) {
     console.error(`agentbox: bake ${args.stack}: ${errorLine(e)}`);
     return 1;

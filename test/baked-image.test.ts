@@ -37,6 +37,7 @@ import {
 } from "../components/bakedImage";
 import { type AgentBoxConfig, ConfigError, parseConfig } from "../components/config";
 import { type BakeDeps, imageStackName, parseBakeArgs, runBake } from "../scripts/bake";
+import { Interrupts } from "../scripts/workflow-cycle";
 import { SSH_KEY } from "./stacks";
 
 const npm: BakeSpec = { arch: "x86_64", claudeCode: { version: "2.1.332", installMethod: "npm" } };
@@ -390,19 +391,38 @@ describe("npm run bake (scripts/bake.ts)", () => {
   };
 
   function fakeDeps(
-    opts: { up?: () => Promise<{ imageId: string; imageName: string }>; config?: Record<string, string> } = {},
+    opts: {
+      up?: () => Promise<{ imageId: string; imageName: string }>;
+      config?: Record<string, string>;
+      /** Called while the image stack is destroyed (a test interrupts there). */
+      onDestroy?: () => void;
+    } = {},
   ) {
     const calls: string[] = [];
     const lines: string[] = [];
     let program: (() => Promise<Record<string, unknown>>) | undefined;
     const deps: BakeDeps = {
       stackConfig: async () => opts.config ?? STACK_CONFIG,
-      up: async (p, providerConfig) => {
+      up: async (p, providerConfig, signal) => {
         program = p;
         calls.push(`up ${JSON.stringify(providerConfig)}`);
-        return (opts.up ?? (async () => ({ imageId: "4242", imageName: "agentbox-2.1.332-x86_64-debian-13-x" })))();
+        try {
+          return await (
+            opts.up ?? (async () => ({ imageId: "4242", imageName: "agentbox-2.1.332-x86_64-debian-13-x" }))
+          )();
+        } finally {
+          // Pulumi would have been told to cancel the update
+          if (signal.aborted) calls.push("up cancelled");
+        }
       },
-      destroy: async () => void calls.push("destroy"),
+      destroy: async (signal) => {
+        calls.push("destroy");
+        opts.onDestroy?.();
+        if (signal.aborted) {
+          calls.push("destroy cancelled");
+          throw new Error("error: destroy canceled");
+        }
+      },
       setBakedImage: async (id) => void calls.push(`set ${id}`),
       env: {},
       log: (line) => lines.push(line),
@@ -446,6 +466,73 @@ describe("npm run bake (scripts/bake.ts)", () => {
     expect(f.lines).toContain(
       "agentbox: the builder could not be removed (error: 503 Service Unavailable); the cloud bills it until it is. Fix: HCLOUD_TOKEN=<token> npm run pulumi -- destroy --stack dev-image, then npm run pulumi -- stack rm dev-image",
     );
+  });
+
+  describe("interrupted (Ctrl-C, SIGTERM)", () => {
+    const FIX =
+      "Fix: HCLOUD_TOKEN=<token> npm run pulumi -- destroy --stack dev-image, then npm run pulumi -- stack rm dev-image";
+
+    test("during the bake: the update is cancelled, the builder removed, the stack left as it was; exit 130", async () => {
+      const interrupts = new Interrupts();
+      const f = fakeDeps({
+        up: async () => {
+          interrupts.interrupt();
+          throw new Error("code: 255\n stderr: error: update canceled");
+        },
+      });
+      expect(await runBake(f.deps, "agentbox", "dev", interrupts)).toBe(130);
+      expect(f.calls).toEqual(['up {"hcloud:token":"hcloud-test-token"}', "up cancelled", "destroy"]);
+      expect(f.lines.slice(-2)).toEqual([
+        "agentbox: interrupted: removing the builder; Ctrl-C again cancels that",
+        "agentbox: interrupted; the builder is removed and stack dev is unchanged",
+      ]);
+    });
+
+    test("again during the removal: it is cancelled, and the fix is printed", async () => {
+      const interrupts = new Interrupts();
+      const f = fakeDeps({
+        up: async () => {
+          interrupts.interrupt();
+          throw new Error("error: update canceled");
+        },
+        onDestroy: () => interrupts.interrupt(),
+      });
+      expect(await runBake(f.deps, "agentbox", "dev", interrupts)).toBe(130);
+      expect(f.calls).toEqual([
+        'up {"hcloud:token":"hcloud-test-token"}',
+        "up cancelled",
+        "destroy",
+        "destroy cancelled",
+      ]);
+      expect(f.lines).toContain(
+        `agentbox: the builder could not be removed (interrupted); the cloud bills it until it is. ${FIX}`,
+      );
+      expect(f.lines.at(-1)).toBe("agentbox: interrupted; the builder is left (see above) and stack dev is unchanged");
+    });
+
+    test("as the image was made: the builder removed, the stack not pointed at the image, which is named", async () => {
+      const interrupts = new Interrupts();
+      const f = fakeDeps({
+        up: async () => {
+          interrupts.interrupt();
+          return { imageId: "4242", imageName: "agentbox-x" };
+        },
+      });
+      expect(await runBake(f.deps, "agentbox", "dev", interrupts)).toBe(130);
+      expect(f.calls).toEqual(['up {"hcloud:token":"hcloud-test-token"}', "up cancelled", "destroy"]);
+      expect(f.lines.at(-1)).toBe(
+        "agentbox: interrupted; image 4242 (agentbox-x) was made, but stack dev is not pointed at it. Use it: npm run pulumi -- config set agentbox:bakedImage 4242 --stack dev (or delete it in the cloud console)",
+      );
+    });
+
+    test("before the bake began: nothing is created", async () => {
+      const interrupts = new Interrupts();
+      interrupts.interrupt();
+      const f = fakeDeps();
+      expect(await runBake(f.deps, "agentbox", "dev", interrupts)).toBe(130);
+      expect(f.calls).toEqual([]);
+      expect(f.lines).toEqual(["agentbox: interrupted before anything was created; stack dev is unchanged"]);
+    });
   });
 
   test.each([
