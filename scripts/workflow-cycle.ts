@@ -415,8 +415,9 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
   const left = `stack ${stack} may still have its box. Destroy it with: ${destroyCommand(stack)}`;
   /** The destroy that ends the cycle after `outcome` (summary), and the verdict it comes to. */
   const destroyAndFinish = async (outcome: Outcome, summary: string): Promise<CycleResult> => {
-    if (options.keep)
+    if (options.keep) {
       return finish(outcome, `${summary}; box kept (--keep). Destroy it with: ${destroyCommand(stack)}`);
+    }
     if (outcome === "interrupted") say("destroying the box (the volume stays); Ctrl-C again cancels the destroy");
     const destroyed = await destroyBox(deps, streamed, say, interrupts.next());
     if (destroyed.ok) return finish(outcome, `${summary}; box destroyed (volume kept)`);
