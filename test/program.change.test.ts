@@ -135,7 +135,7 @@ interface Expected {
 }
 
 export interface ChangeRow {
-  /** The setting, as the README names it (config keys are set in code type). */
+  /** The setting, as the README names it (config keys are rendered as code). */
   key: string;
   /** Which change of it, when it matters. */
   case?: string;
@@ -324,7 +324,7 @@ export const CHANGE_TABLE: ChangeRow[] = [
     key: "volumeGb",
     case: "shrunk",
     does: "Refused: volumes only grow (DigitalOcean's provider refuses at the preview, Hetzner's API when applying).",
-    survives: NOTHING_CHANGES,
+    survives: "everything: nothing else changes",
     when: (v) => v.volume,
     change: () => ({ set: { [k("volumeGb")]: "10" } }),
     expected: () => refused({ volume: "update" }),
