@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as tailscale from "@pulumi/tailscale";
@@ -235,7 +236,10 @@ export class AgentBox extends pulumi.ComponentResource {
       `${name}-release`,
       {
         delete: RELEASE_SCRIPT,
-        environment: { AGENTBOX_SSH_TARGET: pulumi.interpolate`${config.user}@${address}` },
+        environment: {
+          AGENTBOX_SSH_TARGET: pulumi.interpolate`${config.user}@${address}`,
+          ...(config.sshKeyFile ? { AGENTBOX_SSH_KEY_FILE: config.sshKeyFile } : {}),
+        },
         triggers: [host.serverId],
         logging: "stdoutAndStderr",
       },
@@ -271,6 +275,8 @@ export class AgentBox extends pulumi.ComponentResource {
           // to ~5 s, so this many failures spans about the timeout. The wait itself is bounded on the box too.
           dialErrorLimit: seconds / 5,
           perDialTimeout: 10,
+          // CI: the key file the stack names (checked before anything is created); else the user's ssh-agent
+          ...(config.sshKeyFile ? { privateKey: pulumi.secret(readFileSync(config.sshKeyFile, "utf8")) } : {}),
         },
         create: `${BOX_PATHS.waitReady} --timeout ${seconds}`,
         triggers: [serverId],

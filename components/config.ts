@@ -6,6 +6,8 @@
  * echoed back.
  */
 import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import * as z from "zod";
 import { type Cloud, type CloudCatalogue, type ServerType, catalogueFor, cheapestType } from "./catalogue";
 
@@ -52,6 +54,11 @@ export interface AgentBoxConfig {
   repo?: { url: string; branch?: string };
   /** `pulumi up` waits (over SSH) until cloud-init is done and the agent runs, at most this long. */
   ready: { wait: boolean; timeoutMinutes: number };
+  /**
+   * A private key file for SSH to the box (CI): the readiness wait and the release before destroy use it instead of
+   * the ssh-agent. Its public half must be one of sshPublicKeys (checked before anything is created).
+   */
+  sshKeyFile?: string;
   /** A persistent volume for the workspace and Claude Code's history, kept when the box is destroyed. */
   volume?: { sizeGb: number };
   /** A headless Claude Code run the box starts once it is ready. */
@@ -103,6 +110,7 @@ export const CONFIG_KEYS = [
   "repoBranch",
   "waitForReady",
   "readyTimeoutMinutes",
+  "sshPrivateKeyFile",
   "volumeGb",
   "workflowPrompt",
   "workflowPromptFile",
@@ -128,6 +136,8 @@ export function agentboxKeys(all: Record<string, string>): RawConfig {
 }
 
 const set = (key: string, value: string) => `pulumi config set ${NAMESPACE}:${key} ${value}`;
+/** `~/x` as the shell would read it (config values are not expanded by Pulumi). */
+const expandHome = (path: string) => (path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path);
 const show = (value: string) => JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
 
 // Names that already exist on Debian and Ubuntu cloud images or that services rely on.
@@ -529,6 +539,13 @@ function schemaFor(project: string, stack: string) {
             `${k("repoBranch")}: ${show(String(i.input))} is not a valid branch name. Fix: ${set("repoBranch", "main")}`,
         }),
       waitForReady: boolKey("waitForReady", true),
+      sshPrivateKeyFile: z
+        .string()
+        .optional()
+        .refine((v) => v === undefined || (v.trim() !== "" && !/[\r\n\0]/.test(v)), {
+          error: () =>
+            `${k("sshPrivateKeyFile")}: not a file path. Fix: ${set("sshPrivateKeyFile", "~/.ssh/agentbox_ci")} (a key whose public half is in ${k("sshPublicKeys")}), or pulumi config rm ${k("sshPrivateKeyFile")} to use your ssh-agent`,
+        }),
       readyTimeoutMinutes: intKey("readyTimeoutMinutes", {
         min: 1,
         max: 120,
@@ -867,6 +884,7 @@ export function parseConfig(
     auth,
     repo: c.repoUrl ? { url: c.repoUrl, ...(c.repoBranch ? { branch: c.repoBranch } : {}) } : undefined,
     ready: { wait: c.waitForReady, timeoutMinutes: c.readyTimeoutMinutes ?? DEFAULT_READY_TIMEOUT_MINUTES },
+    ...(c.sshPrivateKeyFile ? { sshKeyFile: expandHome(c.sshPrivateKeyFile.trim()) } : {}),
     volume: volumeGb > 0 ? { sizeGb: volumeGb } : undefined,
     workflow:
       prompt.text !== undefined && prompt.from

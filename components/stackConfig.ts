@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { USER_DATA_DELIVERY, renderUserData } from "../cloud-init/render";
 import { boxSecretsOf, boxSpecOf } from "./boxSpec";
 import { type AgentBoxConfig, ConfigError, NAMESPACE, agentboxKeys, credentialProblems, parseConfig } from "./config";
+import { type SshProbe, sshAccessProblem, systemProbe } from "./sshAccess";
 
 /** As long as a real tailnet auth key (they are about 60 characters), so that the size check below is honest. */
 const KEY_OF_REAL_LENGTH = `tskey-auth-${"x".repeat(60)}`;
@@ -31,13 +32,15 @@ export function userDataProblem(config: AgentBoxConfig): string | undefined {
  * Reads and validates this stack's configuration; throws ConfigError before anything is created.
  * Secret values are read here in plain text only to validate them; they travel on as Pulumi secrets.
  */
-export function loadStackConfig(): AgentBoxConfig {
+export function loadStackConfig(ssh: SshProbe = systemProbe): AgentBoxConfig {
   const all = pulumi.runtime.allConfig();
   // a workflow prompt file is read relative to the project directory, where Pulumi runs the program
   const config = parseConfig(agentboxKeys(all), { project: pulumi.getProject(), stack: pulumi.getStack() });
   const problems = credentialProblems(config, all, process.env);
   const size = userDataProblem(config);
   if (size) problems.push(size);
+  const access = sshAccessProblem(config, ssh);
+  if (access) problems.push(access);
   if (problems.length) throw new ConfigError(problems);
   return config;
 }

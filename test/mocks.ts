@@ -1,4 +1,8 @@
 import { createHash } from "node:crypto";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 
 export interface CreatedResource {
@@ -196,13 +200,41 @@ export interface Program {
 }
 
 /**
+ * The user's ssh-agent, holding the given public keys (test/fake-ssh-agent.mjs, a process of its own): `pulumi up`
+ * checks that it can log in to the box before it creates anything (components/sshAccess.ts). Sets SSH_AUTH_SOCK.
+ */
+export async function withSshAgent(publicKeys: readonly string[]): Promise<void> {
+  const socket = join(mkdtempSync(join(tmpdir(), "agentbox-agent-")), "agent.sock");
+  const agent = spawn(process.execPath, [join(__dirname, "fake-ssh-agent.mjs"), socket, ...publicKeys], {
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  agent.unref();
+  agent.channel?.unref();
+  for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 10));
+  process.env.SSH_AUTH_SOCK = socket;
+}
+
+/**
  * Runs index.ts against mocks with the given stack config and waits until every resource it creates is registered.
- * Rejects with the program's error (a ConfigError for bad config).
+ * The user's ssh-agent holds the stack's keys unless `sshAgentKeys` says otherwise ([] for an agent without keys,
+ * null for none at all). Rejects with the program's error (a ConfigError for bad config).
  */
 export async function runProgram(
   config: Record<string, string>,
-  opts: { project?: string; stack?: string; secretKeys?: string[]; ids?: MockIds } = {},
+  opts: {
+    project?: string;
+    stack?: string;
+    secretKeys?: string[];
+    ids?: MockIds;
+    sshAgentKeys?: string[] | null;
+  } = {},
 ): Promise<Program> {
+  const agentKeys =
+    opts.sshAgentKeys === undefined
+      ? (JSON.parse(config["agentbox:sshPublicKeys"] ?? "[]") as unknown[]).filter((k) => typeof k === "string")
+      : opts.sshAgentKeys;
+  if (agentKeys === null) delete process.env.SSH_AUTH_SOCK;
+  else await withSshAgent(agentKeys);
   const project = opts.project ?? "agentbox";
   const stack = opts.stack ?? "test";
   const secretKeys = opts.secretKeys ?? Object.keys(config).filter((k) => /token|apikey|secret/i.test(k));

@@ -36,6 +36,7 @@ test("a missing provider token is reported as config, before any resource", asyn
   const saved = { ...process.env };
   delete process.env.HCLOUD_TOKEN;
   delete process.env.TAILSCALE_API_KEY;
+  delete process.env.SSH_AUTH_SOCK;
   const error = await import("../index.js").then(
     () => undefined,
     (e: unknown) => e,
@@ -44,6 +45,8 @@ test("a missing provider token is reported as config, before any resource", asyn
   expect((error as ConfigError).problems.map((p) => p.split(":").slice(0, 2).join(":"))).toEqual([
     "hcloud:token",
     "tailscale:apiKey",
+    // and that pulumi up could not log in to the box to wait for it (no ssh-agent here)
+    "agentbox:waitForReady",
   ]);
   expect(created).toEqual([]);
 });
