@@ -3,7 +3,9 @@
 // (SSH_AGENTC_REQUEST_IDENTITIES 11 → SSH_AGENT_IDENTITIES_ANSWER 12) and fails everything else (SSH_AGENT_FAILURE
 // 5). A process of its own: the check runs ssh-add synchronously, which would block an agent in the same process.
 // usage: node fake-ssh-agent.mjs SOCKET PUBLIC_KEY...   (stops when its parent does)
+import { Buffer } from "node:buffer";
 import { createServer } from "node:net";
+import process from "node:process";
 
 const [socket, ...keys] = process.argv.slice(2);
 const u32 = (n) => {
