@@ -14,6 +14,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { constants, homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { spentKeyReplacements } from "./spent-key.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -166,11 +167,37 @@ export function main(
       `agentbox: using a local state backend (${backend}); set PULUMI_BACKEND_URL or run \`pulumi login\` to use another`,
     );
   }
-  const commands = [];
-  const stack = argv[0] === "up" ? stackArg(argv) : undefined;
-  if (stack) commands.push(["stack", "select", "--create", stack]);
-  commands.push(argv);
-  return runPulumi(bin, commands, { env, cwd: ROOT });
+  if (argv[0] !== "up") return runPulumi(bin, [argv], { env, cwd: ROOT });
+  const stack = stackArg(argv);
+  const select = stack
+    ? runPulumi(bin, [["stack", "select", "--create", stack]], { env, cwd: ROOT })
+    : Promise.resolve(0);
+  return select.then((status) => {
+    if (status !== 0) return status;
+    const replace = spentKeysOf(bin, stack, env);
+    for (const urn of replace) {
+      console.error(
+        `agentbox: the stack's tailnet key (${urn}) has expired or soon will, and no server exists yet: this up replaces it, so that the new box gets a fresh one`,
+      );
+    }
+    return runPulumi(bin, [[...argv, ...replace.map((urn) => `--replace=${urn}`)]], { env, cwd: ROOT });
+  });
+}
+
+/** The tailnet keys `up` must replace (see spent-key.mjs), from the stack's state; none when it cannot be read. */
+function spentKeysOf(bin, stack, env) {
+  const r = spawnSync(bin, ["stack", "export", ...(stack ? ["--stack", stack] : [])], {
+    encoding: "utf8",
+    env,
+    cwd: ROOT,
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  if (r.status !== 0) return [];
+  try {
+    return spentKeyReplacements(r.stdout);
+  } catch {
+    return [];
+  }
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

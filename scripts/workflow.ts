@@ -28,6 +28,7 @@ import {
   runCycle,
   runDirName,
 } from "./workflow-cycle";
+import { spentKeyReplacements } from "./spent-key.mjs";
 
 const ROOT = join(__dirname, "..");
 
@@ -223,7 +224,16 @@ export async function openStack(stackName: string): Promise<Stack> {
 function realDeps(stack: Stack, knownHosts: string, interrupts: Interrupts): CycleDeps {
   return {
     async up(onOutput, signal) {
-      await stack.up({ onOutput, onError: onOutput, signal: pulumiSignal(signal) });
+      // a tailnet key left by a failed earlier up, expired, is replaced (scripts/spent-key.mjs)
+      const replace = spentKeyReplacements(await stack.exportStack());
+      for (const urn of replace)
+        onOutput(`agentbox: the stack's tailnet key (${urn}) has expired: this up replaces it\n`);
+      await stack.up({
+        onOutput,
+        onError: onOutput,
+        signal: pulumiSignal(signal),
+        ...(replace.length ? { replace } : {}),
+      });
     },
     async outputs() {
       const outputs = await stack.outputs();
