@@ -408,12 +408,14 @@ esac
 : >"$STATUS"
 status_set result provisioning
 mandatory_ok=1 optional_ok=1 firewall_ok=1
+# The host firewall first: until it loads, only the cloud's firewall and key-only sshd protect the box, and the
+# volume below may be waited for a while. A firewall that did not load fails the box (result=failed) without
+# stopping the agent: the cloud firewall remains.
+step firewall start_firewall || firewall_ok=0
 # The home cloud-init made, then the volume over it: everything after that writes into the agent's home, as the
 # agent. Without the volume the agent does not start.
 step home prepare_home || mandatory_ok=0
 if [ "${VOLUME:-0}" = 1 ] && [ $mandatory_ok = 1 ]; then step volume attach_volume || mandatory_ok=0; fi
-# A firewall that did not load fails the box (result=failed) without stopping the agent: the cloud firewall remains.
-step firewall start_firewall || firewall_ok=0
 step claude install_claude || mandatory_ok=0
 step memory start_memory_limits || optional_ok=0
 # Before the agent starts, so that it never runs unrestricted; a failure fails the box like the firewall's.

@@ -75,7 +75,7 @@ box_usage() {
 median() { tr ' ' '\n' | sort -n | awk 'NF { v[++n] = $1 } END { if (!n) printf "-"; else printf "%.1f", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 
 cmd_test() {
-  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- active kills usage
+  local ud=$1 label=${2:-$(basename "$1")} t_ci=- t_agent=- t_reboot=- t_fw=- active kills usage
   new_run
   trap 'finish_test $?' EXIT
   trap 'exit 130' INT TERM
@@ -102,6 +102,9 @@ cmd_test() {
   check_claude_install
   check_sshd
   check_firewall
+  # the window in which only the cloud's firewall and key-only sshd protect the box
+  active=$(cin systemctl show --timestamp=us+utc -p ActiveEnterTimestamp --value agentbox-firewall.service) &&
+    [ -n "$active" ] && t_fw=$(seconds_between "$T_BOOT" "$(date -d "$active" +%s.%N)")
   if grep -q '^ *EGRESS=allowlist$' "$RUN_DIR/user-data"; then check_egress; fi
   check_agent_service
   active=$(unit_active_since) && t_agent=$(seconds_between "$T_BOOT" "$active")
@@ -139,7 +142,7 @@ cmd_test() {
   check_proxy_destinations
 
   kills=$(IFS=, && echo "${RESTART_TIMES[*]:--}")
-  echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent" \
+  echo "# bench: stack=$label boot_to_cloudinit_s=$t_ci boot_to_agent_active_s=$t_agent boot_to_host_firewall_s=$t_fw" \
     "restart_after_kill_s=$kills restart_after_kill_median_s=$(echo "${RESTART_TIMES[*]}" | median)" \
     "kill_to_screen_median_s=$(echo "${SCREEN_TIMES[*]}" | median)" \
     "reboot_to_agent_s=$t_reboot wait_ready_returned_s=$T_WAIT_READY $usage"
