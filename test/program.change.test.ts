@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -379,6 +380,16 @@ export const CHANGE_TABLE: ChangeRow[] = [
   // Remote Control needs a full claude.ai login, done on the box: the stack drops the setup token
   userDataRow("remoteControl", { [k("remoteControl")]: "true", [k("claudeOauthToken")]: undefined }),
   {
+    key: "sshPrivateKeyFile",
+    does: "In place: the readiness wait and the release before destroy log in with that key instead of the ssh-agent.",
+    survives: ALL_WORK,
+    change: () => ({
+      both: { [k("sshPublicKeys")]: JSON.stringify([SSH_KEY, ciKey.publicKey]) },
+      set: { [k("sshPrivateKeyFile")]: ciKey.file },
+    }),
+    expected: () => inPlace({ ready: "update", release: "update" }),
+  },
+  {
     key: "waitForReady",
     does: "In place: `false` drops the readiness wait (nothing on the box changes).",
     survives: ALL_WORK,
@@ -577,9 +588,15 @@ function apply(config: Config, patch: Record<string, string | undefined> = {}): 
 // ---- the tests ----
 
 let promptDir: string;
+/** A key pair of the run's own, for agentbox:sshPrivateKeyFile (checked with ssh-keygen before anything is created). */
+const ciKey = { file: "", publicKey: "" };
 beforeAll(() => {
   promptDir = mkdtempSync(join(tmpdir(), "agentbox-change-"));
   writeFileSync(join(promptDir, "prompt.md"), "Run the tests and fix what fails.\n");
+  ciKey.file = join(promptDir, "ci_key");
+  const made = spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "ci", "-f", ciKey.file]);
+  expect(made.status, made.stderr?.toString()).toBe(0);
+  ciKey.publicKey = readFileSync(`${ciKey.file}.pub`, "utf8").trim();
 });
 
 test("every agentbox:* key has a row (or says where it is covered)", () => {

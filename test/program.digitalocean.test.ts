@@ -16,7 +16,7 @@ const one = (type: string) => {
   return found[0]!;
 };
 
-test("creates exactly the component, tailnet key and device cleanup, SSH key, droplet, firewall and ready wait, all children of the component", () => {
+test("creates exactly the component, tailnet key and device cleanup, SSH key, droplet, firewall, ready wait and release, all children of the component", () => {
   const child = (type: string, name: string) =>
     `urn:pulumi:web-app::agentbox::agentbox:index:AgentBox$${type}::${name}`;
   expect([...program.urns.values()].sort()).toEqual(
@@ -27,10 +27,11 @@ test("creates exactly the component, tailnet key and device cleanup, SSH key, dr
       child("digitalocean:index/droplet:Droplet", "agentbox-server"),
       child("digitalocean:index/firewall:Firewall", "agentbox-firewall"),
       child("command:remote:Command", "agentbox-ready"),
+      child("command:local:Command", "agentbox-release"),
       child("pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup", "agentbox-tailnet-device"),
     ].sort(),
   );
-  expect(program.resources).toHaveLength(7);
+  expect(program.resources).toHaveLength(8);
 });
 
 test("the droplet: cheapest 32 GB size in ams3, Debian 13, the stack's key by fingerprint, tags naming project and stack", () => {

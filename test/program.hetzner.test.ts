@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, test } from "vitest";
 import { parse } from "yaml";
-import { renderCloudConfig } from "../cloud-init/render";
+import { cloudConfigOf, renderUserData } from "../cloud-init/render";
 import { boxSpecOf } from "../components/boxSpec";
 import { placeholderSshKey } from "../components/cloudSshKey";
 import { agentboxKeys, parseConfig } from "../components/config";
@@ -21,9 +21,10 @@ const one = (type: string) => {
 };
 
 describe("the Hetzner stack's resource graph", () => {
-  test("creates exactly the component, tailnet key and device cleanup, SSH key, firewall, server and ready wait", () => {
+  test("creates exactly the component, tailnet key and device cleanup, SSH key, firewall, server, ready wait and release", () => {
     expect(program.resources.map((r) => `${r.type} ${r.name}`).sort()).toEqual([
       "agentbox:index:AgentBox agentbox",
+      "command:local:Command agentbox-release",
       "command:remote:Command agentbox-ready",
       "hcloud:index/firewall:Firewall agentbox-firewall",
       "hcloud:index/server:Server agentbox-server",
@@ -43,6 +44,7 @@ describe("the Hetzner stack's resource graph", () => {
         child("hcloud:index/firewall:Firewall", "agentbox-firewall"),
         child("hcloud:index/server:Server", "agentbox-server"),
         child("command:remote:Command", "agentbox-ready"),
+        child("command:local:Command", "agentbox-release"),
         child("pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup", "agentbox-tailnet-device"),
       ].sort(),
     );
@@ -125,7 +127,7 @@ describe("secrets", () => {
   });
 
   test("the user-data carries the token in the agent's env file and the key in root's 0600 file", () => {
-    const doc = parse(one("hcloud:index/server:Server").inputs.userData as string) as {
+    const doc = parse(cloudConfigOf(one("hcloud:index/server:Server").inputs.userData as string)) as {
       write_files: { path: string; content: string; permissions: string; owner?: string }[];
     };
     const env = doc.write_files.find((f) => f.path === "/home/agent/.config/agentbox/agent.env")!;
@@ -165,8 +167,9 @@ describe("outputs", () => {
 
   test("the user-data is exactly what the pure builder renders for this config (deterministic)", async () => {
     const config = parseConfig(agentboxKeys(hetznerStack), { project: "agentbox", stack: "dev" });
-    const expected = renderCloudConfig(boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY }));
+    const spec = () => boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY });
+    const expected = renderUserData(spec(), "hetzner");
     expect(await valueOf(program.module.userData!)).toBe(expected);
-    expect(renderCloudConfig(boxSpecOf(config, { agentAuth: TOKEN, tailnetKey: FAKE_TAILNET_KEY }))).toBe(expected);
+    expect(renderUserData(spec(), "hetzner")).toBe(expected);
   });
 });
