@@ -280,7 +280,7 @@ export const CHANGE_TABLE: ChangeRow[] = [
     key: "tailscale",
     case: "turned off",
     does:
-      "Replaces the server, without a tailnet key; its tailnet device is removed. `moshCommand` is then empty " +
+      "Replaces the server, without a tailnet key; its tailnet device is removed. `moshCommand` is then not set " +
       "(only TCP 22 is open to the public address): use `attachCommand`.",
     survives: "the volume with the agent's home and work (only when `volumeGb` is set)",
     when: (v) => v.tailscale,
