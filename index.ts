@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { AgentBox, type StackSecrets } from "./components/agentBox";
 import { checkBakedImage } from "./components/bakedImage";
+import { NAMESPACE } from "./components/config";
 import { loadStackConfig } from "./components/stackConfig";
 import { tailnetCredentials } from "./components/tailnetDevice";
 
@@ -8,7 +9,8 @@ const config = loadStackConfig();
 for (const warning of config.warnings) pulumi.log.warn(warning);
 
 // Every secret the box needs travels as one Pulumi secret; none is ever plain text in the program's outputs.
-const settings = new pulumi.Config();
+// under agentbox:, as every other setting (the project's name would break on a project rename)
+const settings = new pulumi.Config(NAMESPACE);
 const optional = (key: string) => settings.getSecret(key) ?? pulumi.output(undefined);
 const secrets: pulumi.Output<StackSecrets> = pulumi.secret(
   pulumi
