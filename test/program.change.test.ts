@@ -153,19 +153,18 @@ export interface ChangeRow {
 }
 
 /** Everything a new server takes with it: the resources that depend on it, and a fresh tailnet key and device. */
-const cascade = (v: Variant): Expected["steps"] => ({
+const cascade = (): Expected["steps"] => ({
   server: "replace",
   attachment: "replace",
   ready: "replace",
   release: "replace",
   tailnetKey: "replace",
   cleanup: "replace",
-  // the DigitalOcean firewall names its droplet by id: the new droplet is swapped in by an update
-  ...(v.cloud === "digitalocean" ? { firewall: "update" } : {}),
+  // (the DigitalOcean firewall covers the box's tag, which the new droplet carries too: it does not change)
 });
 const replaces = (v: Variant, extra: Expected["steps"] = {}): Expected => ({
   outcome: "replaces the server",
-  steps: { ...cascade(v), ...extra },
+  steps: { ...cascade(), ...extra },
 });
 const inPlace = (steps: Expected["steps"]): Expected => ({ outcome: "in place", steps });
 const refused = (steps: Expected["steps"]): Expected => ({ outcome: "refused", steps });
@@ -201,7 +200,7 @@ export const CHANGE_TABLE: ChangeRow[] = [
         ? ["server", "sshKey", "firewall", "volume", "attachment"]
         : ["server", "sshKey", "firewall"];
       const steps: Expected["steps"] = {
-        ...cascade(v),
+        ...cascade(),
         ...Object.fromEntries(moved.map((role) => [role, "delete, create"])),
       };
       return v.volume ? refused(steps) : replaces(v, steps);
@@ -212,7 +211,7 @@ export const CHANGE_TABLE: ChangeRow[] = [
     does: "Without a volume, replaces the server in the new location. With a volume: refused (a volume cannot move).",
     survives: `Without a volume, the tailnet name. With one, ${NOTHING_CHANGES}.`,
     change: (v) => ({ set: { [k("location")]: v.cloud === "hetzner" ? "nbg1" : "ams3" } }),
-    expected: (v) => (v.volume ? refused({ ...cascade(v), volume: "replace" }) : replaces(v)),
+    expected: (v) => (v.volume ? refused({ ...cascade(), volume: "replace" }) : replaces(v)),
   },
   {
     key: "serverType",
@@ -346,7 +345,7 @@ export const CHANGE_TABLE: ChangeRow[] = [
     survives: NOTHING_CHANGES,
     when: (v) => v.volume,
     change: () => ({ set: { [k("volumeGb")]: undefined } }),
-    expected: (v) => refused({ ...cascade(v), attachment: "delete", volume: "delete" }),
+    expected: () => refused({ ...cascade(), attachment: "delete", volume: "delete" }),
   },
   userDataRow("claudeCodeVersion", { [k("claudeCodeVersion")]: "2.1.300" }),
   userDataRow("claudeInstallMethod", { [k("claudeInstallMethod")]: "download" }),

@@ -48,7 +48,7 @@ test("the droplet: cheapest 32 GB size in ams3, Debian 13, the stack's key by fi
     region: "ams3",
     sshKeys: ["fp:agentbox-ssh-key"],
     ipv6: true,
-    tags: ["agentbox", "agentbox-project:agentbox", "agentbox-stack:web-app"],
+    tags: ["agentbox", "agentbox-project:agentbox", "agentbox-stack:web-app", "agentbox-box:agentbox-web-app"],
     gracefulShutdown: true,
   });
   expect(droplet.secretInputs).toEqual(["userData"]);
@@ -70,12 +70,12 @@ test("the SSH key and the droplet are deleted before they are replaced; the drop
   expect(one("digitalocean:index/firewall:Firewall").options).toMatchObject({ deleteBeforeReplace: false });
 });
 
-test("the firewall admits nothing inbound, allows all outbound, and names the droplet by numeric id", () => {
+test("the firewall admits nothing inbound, allows all outbound, and covers the box's tag before the droplet exists", () => {
   const firewall = one("digitalocean:index/firewall:Firewall");
   const everywhere = ["0.0.0.0/0", "::/0"];
   expect(firewall.inputs).toEqual({
     name: "agentbox-web-app",
-    dropletIds: [expect.any(Number)],
+    tags: ["agentbox-box:agentbox-web-app"],
     inboundRules: [],
     outboundRules: [
       { protocol: "tcp", portRange: "1-65535", destinationAddresses: everywhere },
@@ -83,7 +83,11 @@ test("the firewall admits nothing inbound, allows all outbound, and names the dr
       { protocol: "icmp", destinationAddresses: everywhere },
     ],
   });
-  expect(Number.isInteger((firewall.inputs.dropletIds as number[])[0])).toBe(true);
+  // no dependency on the droplet; the droplet depends on it: created first, deleted last
+  expect(firewall.options!.dependencies).toEqual([]);
+  expect(one("digitalocean:index/droplet:Droplet").options!.dependencies).toContain(
+    firewall.urn.replace("::agentbox::", "::agentbox::agentbox:index:AgentBox$"),
+  );
 });
 
 test("outputs name the droplet size and price in USD and the tailnet route in", async () => {

@@ -71,11 +71,12 @@ describe.each([
       string
     >,
     order: [
-      "agentbox-firewall",
       "agentbox-ready",
       "agentbox-release",
       "agentbox-volume-attachment",
       "agentbox-server",
+      // the firewall covers the box's tag and outlives the droplet
+      "agentbox-firewall",
       "agentbox-ssh-key",
       "agentbox-tailnet-device",
       "agentbox-tailnet-key",

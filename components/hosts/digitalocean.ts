@@ -47,6 +47,31 @@ export const digitalOceanHost: Host = (args, parent) => {
     { ...opts, deleteBeforeReplace: true },
   );
 
+  // A DigitalOcean firewall denies inbound traffic that no rule allows, and ALSO denies outbound traffic unless
+  // rules allow it, so outbound is opened explicitly. Tailscale needs no inbound rule: it connects out and traverses
+  // NAT (inbound UDP 41641 would only turn relayed connections into direct ones).
+  // It applies to the droplets with the box's own tag and exists before the droplet, which is created with that
+  // tag and depends on it: a firewall attached by droplet id could only follow the droplet (sshd public in
+  // between), and destroy would remove it first. No deleteBeforeReplace: every input of digitalocean_firewall
+  // changes in place (nothing ForceNew).
+  const boxTag = digitalOceanTag(`agentbox-box:${args.cloudName}`);
+  const firewall = new digitalocean.Firewall(
+    `${args.name}-firewall`,
+    {
+      name: args.cloudName,
+      tags: [boxTag],
+      inboundRules: args.allowSshFrom.length
+        ? [{ protocol: "tcp", portRange: "22", sourceAddresses: [...args.allowSshFrom] }]
+        : [],
+      outboundRules: [
+        { protocol: "tcp", portRange: "1-65535", destinationAddresses: EVERYWHERE },
+        { protocol: "udp", portRange: "1-65535", destinationAddresses: EVERYWHERE },
+        { protocol: "icmp", destinationAddresses: EVERYWHERE },
+      ],
+    },
+    opts,
+  );
+
   const droplet = new digitalocean.Droplet(
     `${args.name}-server`,
     {
@@ -57,13 +82,13 @@ export const digitalOceanHost: Host = (args, parent) => {
       userData: args.userData,
       sshKeys: [sshKey.fingerprint],
       ipv6: true,
-      tags,
+      tags: [...tags, boxTag],
       // Stops the droplet cleanly (Claude Code saves its conversation) before deleting it.
       gracefulShutdown: true,
     },
     {
       ...opts,
-      dependsOn: args.serverDependsOn,
+      dependsOn: [...(args.serverDependsOn ?? []), firewall],
       // One droplet per box at a time: the old one goes before its replacement comes.
       deleteBeforeReplace: true,
       // The provider waits this long (its default: 60 s) for the shutdown, then fails the delete and leaves a
@@ -84,29 +109,6 @@ export const digitalOceanHost: Host = (args, parent) => {
     );
     volumeId = volume.id;
   }
-
-  // A DigitalOcean firewall denies inbound traffic that no rule allows, and ALSO denies outbound traffic unless
-  // rules allow it, so outbound is opened explicitly. Tailscale needs no inbound rule: it connects out and traverses
-  // NAT (inbound UDP 41641 would only turn relayed connections into direct ones).
-  // No deleteBeforeReplace: every input of digitalocean_firewall changes in place (nothing ForceNew); a replaced
-  // droplet is swapped into droplet_ids by an update.
-  new digitalocean.Firewall(
-    `${args.name}-firewall`,
-    {
-      name: args.cloudName,
-      // droplet ids are numbers for the firewall, strings everywhere else
-      dropletIds: [droplet.id.apply(Number)],
-      inboundRules: args.allowSshFrom.length
-        ? [{ protocol: "tcp", portRange: "22", sourceAddresses: [...args.allowSshFrom] }]
-        : [],
-      outboundRules: [
-        { protocol: "tcp", portRange: "1-65535", destinationAddresses: EVERYWHERE },
-        { protocol: "udp", portRange: "1-65535", destinationAddresses: EVERYWHERE },
-        { protocol: "icmp", destinationAddresses: EVERYWHERE },
-      ],
-    },
-    opts,
-  );
 
   return {
     server: droplet,
