@@ -15,7 +15,7 @@ row provision: "$(status_of result || true)${steps:+ ($steps)}  [$STATUS]"
 row cloud-init: "$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
 
 if unit=$(agentbox_as_agent systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
-  -p ActiveEnterTimestamp 2>/dev/null) && [ -n "$unit" ]; then
+  -p ActiveEnterTimestamp 2>/dev/null | agentbox_printable) && [ -n "$unit" ]; then
   state=$(sed -n 's/^ActiveState=//p' <<<"$unit")/$(sed -n 's/^SubState=//p' <<<"$unit")
   since=$(sed -n 's/^ActiveEnterTimestamp=//p' <<<"$unit")
   row agent: "$state since ${since:-?}, restarted $(sed -n 's/^NRestarts=//p' <<<"$unit") times (claude-agent.service)"
@@ -34,7 +34,7 @@ fi
 # and every value is checked before use, never evaluated, and printed without control characters.
 WF_STATE=/var/lib/agentbox/workflow/state
 if wf_text=$(agentbox_as_agent timeout 5 head -c 4096 "$WF_STATE" 2>/dev/null) && [ -n "$wf_text" ]; then
-  wf() { sed -n "s/^$1=//p" <<<"$wf_text" | head -n 1 | tr -d '\000-\037\177' | cut -c 1-160; }
+  wf() { sed -n "s/^$1=//p" <<<"$wf_text" | head -n 1 | agentbox_printable | tr -d '\t' | cut -c 1-160; }
   number() { [[ $1 =~ ^(0|[1-9][0-9]{0,11})$ ]] && echo "$1"; }
   started=$(number "$(wf started)") ended=$(number "$(wf ended)") minutes=$(number "$(wf timeout_minutes)")
   state=$(wf state)
@@ -51,5 +51,5 @@ fi
 
 echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
 agentbox_as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
-  tr -d '\000-\010\013-\037\177' | sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
+  agentbox_printable | sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
   echo "  (no tmux session)"

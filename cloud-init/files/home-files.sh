@@ -40,6 +40,8 @@ real_dir() { # REL: every folder from ROOT down to REL a real folder
     path=$path/$part
     if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then rm -f -- "$path"; fi
     [ -d "$path" ] || mkdir -m 0700 -- "$path"
+    # an earlier agent may have left it read-only to itself
+    chmod u+rwx -- "$path"
   done
 }
 

@@ -33,11 +33,19 @@ agentbox_as_agent() {
   if [ "$(id -u)" = "$uid" ]; then
     env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
   elif [ "$(id -u)" = 0 ]; then
-    runuser -u "$AGENT_USER" -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@"
+    # In a session of its own, without root's terminal (a process of the agent's must not get hold of it), and
+    # bounded: what it talks to (the user manager's socket, the tmux server) is the agent's and could stall it.
+    timeout -k 5 "${AGENTBOX_AS_AGENT_TIMEOUT:-20}" setsid -w runuser -u "$AGENT_USER" -- \
+      env XDG_RUNTIME_DIR="/run/user/$uid" "$@" </dev/null
   else
-    sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" 2>/dev/null
+    timeout -k 5 "${AGENTBOX_AS_AGENT_TIMEOUT:-20}" sudo -n -u "$AGENT_USER" env XDG_RUNTIME_DIR="/run/user/$uid" "$@" \
+      </dev/null 2>/dev/null
   fi
 }
+
+# Text the agent could have shaped, made safe for a terminal: C0 controls but tab and newline, DEL, and the C1
+# controls as UTF-8 encodes them (a terminal obeys either) are dropped. A filter: stdin to stdout.
+agentbox_printable() { LC_ALL=C tr -d '\000-\010\013-\037\177' | LC_ALL=C sed 's/\xc2[\x80-\x9f]//g'; }
 
 # Prints the persistent volume's block device (at $VOLUME_GLOB, where the cloud's udev links it), waiting up to
 # SECONDS for it to appear; with UUID, only the volume whose filesystem has it. agentbox_volume_device SECONDS [UUID]

@@ -80,7 +80,14 @@ npm_cli() {
 # A baked image has no package lists, and a box that needs no packages has cloud-init fetch none: fetched before
 # the first install after the agent is up.
 apt_lists() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -qq; }
-as_agent() { runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"; }
+# As the agent, bounded (a kept home holds an earlier agent's settings, which could make a command wait forever):
+# as_agent COMMAND... (2 minutes), as_agent_for SECONDS COMMAND...
+as_agent_for() {
+  local seconds=$1
+  shift
+  timeout -s TERM -k 10 "$seconds" runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"
+}
+as_agent() { as_agent_for 120 "$@"; }
 fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 300 "$@"; }
 
 # The home as cloud-init made it on the root disk (before any volume is mounted over it): write_files made the
@@ -149,14 +156,15 @@ attach_volume() {
     fail "$dev holds $(blkid -s TYPE -o value "$dev"), not agentbox's ext4: left untouched" || return 1
   uuid=$(blkid -s UUID -o value "$dev")
   install -d -m 0755 "$stage"
-  mount -t ext4 -o nosuid,nodev,nosymfollow "$dev" "$stage" || fail "cannot mount $dev" || return 1
+  mount -t ext4 -o nosuid,nodev,nosymfollow,errors=remount-ro "$dev" "$stage" || fail "cannot mount $dev" || return 1
   if [ $origin = new ] && ! { cp -a "$AGENT_HOME/." "$stage/" && date -u +created=%FT%TZ >"$stage/.agentbox-volume"; }; then
     umount "$stage"
     fail "could not seed the new volume"
     return 1
   fi
-  # Everything on the volume is the agent's (an earlier box may have given the agent another uid).
-  find "$stage" -xdev \( ! -user "$AGENT_UID" -o ! -group "$AGENT_GROUP" \) -exec chown -h "$AGENT_USER:$AGENT_GROUP" {} + ||
+  # Everything on the volume is the agent's (an earlier box may have given the agent another uid); -R walks any
+  # depth (find's paths stop at PATH_MAX), -h changes a link itself.
+  chown -R -h "$AGENT_USER:$AGENT_GROUP" "$stage" ||
     { umount "$stage"; fail "could not give the volume's files to $AGENT_USER"; return 1; }
   chmod --reference="$AGENT_HOME" "$stage"
   if [ $origin = kept ] && ! kept_volume_files "$stage"; then
@@ -237,8 +245,11 @@ clone_repo() {
   fi
   local args=(clone --quiet)
   [ -n "${REPO_BRANCH:-}" ] && args+=(--branch "$REPO_BRANCH")
-  as_agent env GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new -o BatchMode=yes" GIT_TERMINAL_PROMPT=0 \
-    git "${args[@]}" -- "$REPO_URL" "$WORKSPACE" || fail "git clone failed (a private repository needs a deploy key on the box)"
+  # none of a kept home's git or ssh settings (its hooks, helpers, ssh config): the clone runs during provisioning
+  as_agent_for 1800 env GIT_SSH_COMMAND="ssh -F /dev/null -o StrictHostKeyChecking=accept-new -o BatchMode=yes" \
+    GIT_TERMINAL_PROMPT=0 GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 \
+    git -c core.hooksPath=/dev/null "${args[@]}" -- "$REPO_URL" "$WORKSPACE" ||
+    fail "git clone failed (a private repository needs a deploy key on the box)"
 }
 
 # Memory: the slices' limits (user.slice, the agent's app.slice: their drop-ins came with the user-data) take
@@ -289,7 +300,8 @@ start_agent() {
   # enable-linger returns before the user manager is up
   systemctl start "user@$AGENT_UID.service" || fail "user@$AGENT_UID.service did not start" || return 1
   as_agent systemctl --user daemon-reload
-  as_agent systemctl --user start claude-agent.service || fail "claude-agent.service did not start" || return 1
+  # without waiting for the start job (a kept home's drop-in could make it last forever): the poll below decides
+  as_agent systemctl --user start --no-block claude-agent.service || fail "claude-agent.service did not start" || return 1
   local _
   for _ in $(seq 30); do
     as_agent systemctl --user is-active --quiet claude-agent.service && return 0

@@ -22,30 +22,46 @@ systemctl stop "user@$uid.service"
 sync
 
 if [ "${VOLUME:-0}" = 1 ] && mountpoint -q "$AGENT_HOME"; then
-  # What still uses the home (a login of the agent's): asked to end, then killed. Never this command's own chain
-  # (the SSH session it runs in has left the home: `cd /` before sudo).
+  # What still uses the home. The agent's processes (a login of its own) are asked to end, then killed, with the
+  # agent's rights: the kernel refuses to signal anything else, whatever a listed pid has become since. Anybody
+  # else's are named and the home stays mounted. Never this command's own chain (its SSH session left the home:
+  # `cd /` before sudo).
   ours=" $$ " p=$$
   while p=$(awk '/^PPid:/ { print $2 }' "/proc/$p/status" 2>/dev/null) && [ "${p:-0}" -gt 1 ]; do ours+="$p "; done
-  users_of_home() {
-    local d pid cwd
+  users_of_home() { # WHO (agent|others): the pids that have their cwd or a file in the home
+    local d pid cwd owner
     for d in /proc/[0-9]*; do
       pid=${d#/proc/}
       [[ $ours == *" $pid "* ]] && continue
       cwd=$(readlink "$d/cwd" 2>/dev/null)
       if [ "$cwd" = "$AGENT_HOME" ] || [[ $cwd == "$AGENT_HOME"/* ]] ||
-        find "$d/fd" -maxdepth 1 -lname "$AGENT_HOME/*" 2>/dev/null | grep -q .; then echo "$pid"; fi
+        find "$d/fd" -maxdepth 1 -lname "$AGENT_HOME/*" 2>/dev/null | grep -q .; then
+        owner=$(awk '/^Uid:/ { print $2 }' "$d/status" 2>/dev/null)
+        if [ "$owner" = "$uid" ]; then [ "$1" = agent ] && echo "$pid"; else [ "$1" = others ] && echo "$pid"; fi
+      fi
     done
   }
   for sig in TERM TERM TERM KILL; do
-    pids=$(users_of_home)
+    pids=$(users_of_home agent)
     [ -n "$pids" ] || break
-    echo "agentbox: ending what still uses $AGENT_HOME ($sig): ${pids//$'\n'/ }"
+    echo "agentbox: ending the agent's processes that still use $AGENT_HOME ($sig): ${pids//$'\n'/ }"
     # shellcheck disable=SC2086 # one pid a word
-    kill -s "$sig" $pids 2>/dev/null
+    runuser -u "$AGENT_USER" -- kill -s "$sig" $pids 2>/dev/null
     sleep 2
   done
+  others=$(users_of_home others)
+  if [ -n "$others" ]; then
+    echo "agentbox: $AGENT_HOME is used by processes of other users (pids ${others//$'\n'/ }): left mounted"
+    exit 1
+  fi
+  # the kernel's name for the volume, to see its filesystem really gone (a mount namespace could keep it alive)
+  disk=$(basename "$(readlink -f "/sys/dev/block/$(mountpoint -d "$AGENT_HOME")")")
   if ! umount "$AGENT_HOME"; then
     echo "agentbox: $AGENT_HOME is still in use; the volume is detached from a mounted filesystem"
+    exit 1
+  fi
+  if [ -n "$disk" ] && [ -e "/sys/fs/ext4/$disk" ]; then
+    echo "agentbox: $AGENT_HOME is unmounted here, but its filesystem is still mounted elsewhere (another mount namespace)"
     exit 1
   fi
   echo "agentbox: $AGENT_HOME (the volume) is unmounted and clean"

@@ -12,6 +12,6 @@ agentbox_load_env /etc/agentbox/box.env
 uuid=$(sed -n 's/^uuid=//p' /var/lib/agentbox/volume)
 [ -n "$uuid" ] || { echo "no volume recorded in /var/lib/agentbox/volume" >&2; exit 1; }
 if mountpoint -q "$AGENT_HOME"; then exit 0; fi
-if dev=$(agentbox_volume_device "${VOLUME_WAIT_S:-90}" "$uuid"); then exec mount -t ext4 -o nosuid,nodev "$dev" "$AGENT_HOME"; fi
+if dev=$(agentbox_volume_device "${VOLUME_WAIT_S:-90}" "$uuid"); then exec mount -t ext4 -o nosuid,nodev,errors=remount-ro "$dev" "$AGENT_HOME"; fi
 echo "the volume $uuid did not appear at $VOLUME_GLOB: the agent stays stopped rather than work on an empty home" >&2
 exit 1

@@ -33,8 +33,9 @@ details() {
   echo "--- cloud-init"
   cloud-init status --long 2>/dev/null | sed -n '/^status:/p; /^errors:/,$p' | head -n 20
   echo "--- claude-agent.service: $(agent_state || true)"
-  agentbox_as_agent journalctl --user -u claude-agent.service -n 15 --no-pager -o cat 2>/dev/null ||
-    echo "(its journal is not readable here)"
+  # the agent's own log: text the agent wrote, made safe for whoever's terminal shows it
+  { agentbox_as_agent journalctl --user -u claude-agent.service -n 15 --no-pager -o cat 2>/dev/null ||
+    echo "(its journal is not readable here)"; } | agentbox_printable
   echo "--- /var/log/agentbox/provision.log (last lines)"
   tail -n 15 /var/log/agentbox/provision.log 2>/dev/null || echo "(not readable here)"
 }
