@@ -61,6 +61,9 @@ play_hostile_agent() {
   done
   # and a FIFO where root used to read the volume's marker: opening it would hang whoever does
   as_agent sh -c 'cd && rm -f .agentbox-volume && mkfifo .agentbox-volume'
+  # and a drop-in that holds the agent unit's start forever: provisioning must not wait for it
+  as_agent sh -c 'cd && mkdir -p .config/systemd/user/claude-agent.service.d &&
+    printf "[Service]\nExecStartPre=/bin/sleep infinity\nTimeoutStartSec=infinity\n" >.config/systemd/user/claude-agent.service.d/agentbox-test-hang.conf'
   log "hostile agent: $(as_agent sh -c 'cd && ls -ld .claude.json .config/agentbox .ssh .config/systemd/user/default.target.wants .agentbox-volume' 2>&1 | awk '{ print $1, $(NF-2), $(NF-1), $NF }' | paste -sd ';' -)"
 }
 
@@ -97,6 +100,22 @@ home_mount_options() {
   opts=$(cin findmnt -n -o OPTIONS "/home/$AGENT")
   echo "/home/$AGENT: $opts"
   [[ ,$opts, == *,nosuid,* && ,$opts, == *,nodev,* ]]
+}
+
+# Right after the re-creation: provisioning ended although the kept drop-in holds the agent's start, with the
+# agent reported and the steps after it done; then the drop-in goes (as the agent) and the agent starts.
+check_provisioning_not_held() {
+  local status
+  status=$(cin cat "$STATUS_FILE" 2>&1)
+  if grep -q '^agent=failed: claude-agent.service is not active: activating' <<<"$status" &&
+    grep -q '^result=failed$' <<<"$status" && grep -q '^tailscale=' <<<"$status" && grep -q '^updates=' <<<"$status"; then
+    ok "hostile volume: a kept drop-in that holds the agent's start forever does not hold provisioning (agent=failed, the later steps ran)"
+  else
+    not_ok "hostile volume: a kept drop-in that holds the agent's start forever does not hold provisioning" "$status"
+  fi
+  as_agent sh -c 'rm -f ~/.config/systemd/user/claude-agent.service.d/agentbox-test-hang.conf'
+  ucl daemon-reload
+  ucl restart --no-block "$UNIT"
 }
 
 # After the re-creation: nothing outside the home became the agent's, and the user and the agent still get in.

@@ -252,6 +252,7 @@ check_recreated_on_volume() {
     not_ok "re-created box: cloud-init finished" "$(tail -n 20 "$RUN_DIR/console-recreated.log")"
   fi
   AUID=$(cin id -u "$AGENT" 2>/dev/null)
+  check_provisioning_not_held
   check "re-created box: the volume was kept, not formatted (origin=kept)" volume_origin_is kept
   check "re-created box: /home/$AGENT is the volume" home_is_volume
   check "re-created box: the workspace file of the first box is there" file_says "/home/$AGENT/workspace/agentbox-test-marker" "$NAME"
