@@ -199,18 +199,26 @@ export interface Program {
   urns: Map<string, string>;
 }
 
+/** The stand-in agents this test process has started, by the keys they hold: one per set of keys, reused. */
+const agents = new Map<string, string>();
+
 /**
  * The user's ssh-agent, holding the given public keys (test/fake-ssh-agent.mjs, a process of its own): `pulumi up`
  * checks that it can log in to the box before it creates anything (components/sshAccess.ts). Sets SSH_AUTH_SOCK.
  */
 export async function withSshAgent(publicKeys: readonly string[]): Promise<void> {
-  const socket = join(mkdtempSync(join(tmpdir(), "agentbox-agent-")), "agent.sock");
-  const agent = spawn(process.execPath, [join(__dirname, "fake-ssh-agent.mjs"), socket, ...publicKeys], {
-    stdio: ["ignore", "ignore", "inherit", "ipc"],
-  });
-  agent.unref();
-  agent.channel?.unref();
-  for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 10));
+  const held = JSON.stringify(publicKeys);
+  let socket = agents.get(held);
+  if (socket === undefined) {
+    socket = join(mkdtempSync(join(tmpdir(), "agentbox-agent-")), "agent.sock");
+    const agent = spawn(process.execPath, [join(__dirname, "fake-ssh-agent.mjs"), socket, ...publicKeys], {
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
+    agent.unref();
+    agent.channel?.unref();
+    for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 10));
+    agents.set(held, socket);
+  }
   process.env.SSH_AUTH_SOCK = socket;
 }
 
