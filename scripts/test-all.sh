@@ -26,6 +26,17 @@ boot_passed=${boot_passed:-0}
 boot_failed=${boot_failed:-1}
 [ "$boot_rc" = 0 ] || [ "$boot_failed" != 0 ] || boot_failed=1
 
+# CI shows the end of this output: the failed unit tests' names go there, next to the totals
+# shellcheck disable=SC2016 # JavaScript
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  for (const f of r.testResults) {
+    const file = require("path").relative(process.cwd(), f.name);
+    const failed = f.assertionResults.filter((a) => a.status === "failed");
+    if (f.status === "failed" && !failed.length) console.log(`not ok - ${file}: ${(f.message || "did not load").split("\n")[0]}`);
+    for (const a of failed) console.log(`not ok - ${file} > ${a.fullName}: ${(a.failureMessages[0] || "").split("\n")[0]}`);
+  }
+' "$report" 2>/dev/null || true
 echo "unit tests: $unit_passed passed, $unit_failed failed (vitest exit $unit_rc); boot test: $boot_passed passed, $boot_failed failed (exit $boot_rc)"
 echo "$((unit_passed + boot_passed)) passed, $((unit_failed + boot_failed)) failed"
 [ "$unit_rc" = 0 ] && [ "$boot_rc" = 0 ]

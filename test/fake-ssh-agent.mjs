@@ -4,7 +4,9 @@
 // 5). A process of its own: the check runs ssh-add synchronously, which would block an agent in the same process.
 // usage: node fake-ssh-agent.mjs SOCKET PUBLIC_KEY...   (stops when its parent does)
 import { Buffer } from "node:buffer";
+import { rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { dirname } from "node:path";
 import process from "node:process";
 
 const [socket, ...keys] = process.argv.slice(2);
@@ -33,6 +35,9 @@ createServer((c) => {
       c.write(Buffer.concat([u32(answer.length), answer]));
     }
   });
-}).listen(socket);
-// the test process that started it is its only reason to live
-process.on("disconnect", () => process.exit(0));
+}).listen(socket, () => process.send?.("listening"));
+// the test process that started it is its only reason to live; its socket's folder goes with it
+process.on("disconnect", () => {
+  rmSync(dirname(socket), { recursive: true, force: true });
+  process.exit(0);
+});

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
@@ -214,9 +214,24 @@ export async function withSshAgent(publicKeys: readonly string[]): Promise<void>
     const agent = spawn(process.execPath, [join(__dirname, "fake-ssh-agent.mjs"), socket, ...publicKeys], {
       stdio: ["ignore", "ignore", "inherit", "ipc"],
     });
+    // it says "listening" once the socket accepts connections; a loaded CI machine may take seconds to get there
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`the stand-in ssh-agent did not listen on ${socket} in 20 s`)),
+        20_000,
+      );
+      agent.once("message", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      agent.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the stand-in ssh-agent exited (${code}) before listening`));
+      });
+    });
+    agent.removeAllListeners("exit");
     agent.unref();
     agent.channel?.unref();
-    for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 10));
     agents.set(held, socket);
   }
   process.env.SSH_AUTH_SOCK = socket;
