@@ -13,8 +13,18 @@ args=()
 if agentbox_has_conversation "$PWD"; then args+=(--continue); fi
 # Remote Control: the session shows up in the Claude app under the box's name (once someone has logged in)
 if [ "${REMOTE_CONTROL:-0}" = 1 ]; then args+=(--remote-control "$(hostname)"); fi
+started=$SECONDS
 claude "${args[@]}"
 code=$?
+# A conversation Claude Code will not continue (damaged, or from another version) makes `--continue` fail at once:
+# a plain start then, rather than a restart loop that never gets past it (a signal, 128+, is not that).
+if [ "$code" = 1 ] && [ $((SECONDS - started)) -lt 10 ] && [[ " ${args[*]} " == *" --continue "* ]]; then
+  echo "agentbox: claude --continue exited at once ($code); starting a new conversation"
+  fresh=()
+  for a in "${args[@]}"; do [ "$a" = --continue ] || fresh+=("$a"); done
+  claude ${fresh[@]+"${fresh[@]}"}
+  code=$?
+fi
 
 mkdir -p "${XDG_RUNTIME_DIR:-/tmp}/agentbox"
 echo "$code" >"${XDG_RUNTIME_DIR:-/tmp}/agentbox/claude-exit"
