@@ -52,3 +52,4 @@ export const volumeId = fromBox((b) => b.volumeId);
 export const workflow = fromBox((b) => b.workflow);
 export const ready = fromBox((b) => b.ready);
 export const userData = fromBox((b) => b.userData);
+export const credential = fromBox((b) => b.credential);

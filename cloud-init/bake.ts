@@ -56,6 +56,7 @@ const EVERY_OPTION: Omit<BoxSpec, "arch" | "claudeCode"> = {
   workflow: { prompt: "-", timeoutMinutes: 1 },
   notify: { url: "-" },
   remoteControl: true,
+  upkeep: { diskWarnPercent: 80, workflowKeepRuns: 1, conversationRetentionDays: 1 },
 };
 
 /** The image's packages, sorted: those of a box with every option on (what the image records and the box checks). */

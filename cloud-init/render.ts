@@ -11,7 +11,7 @@ import { gunzipSync, gzipSync } from "fflate";
 import { stringify } from "yaml";
 import { CLAUDE_EGRESS_HOSTS, renderFirewall } from "./firewall";
 
-/** Hetzner refuses larger user-data; DigitalOcean allows 64 KiB. */
+/** Hetzner refuses larger user-data (DigitalOcean allows 64 KiB): the limit of the image builder's text document. */
 export const USER_DATA_LIMIT_BYTES = 32 * 1024;
 
 export const BOX_PATHS = {
@@ -42,8 +42,22 @@ export const BOX_PATHS = {
   /** Stops the agent and unmounts its home before destroy takes the volume or the server (the agent's one sudo rule). */
   releaseHome: "/usr/local/lib/agentbox/release-home",
   releaseSudoers: "/etc/sudoers.d/agentbox-release",
-  /** Claude Code's managed settings: the notification hooks, beside (never inside) the user's own settings. */
+  /** Claude Code's managed settings: the hooks and the conversation retention, beside (never inside) the user's own. */
   claudeManagedSettings: "/etc/claude-code/managed-settings.json",
+  /** The weeks-long box: a root watcher every 5 minutes (disk, updates needing a reboot, the agent's login). */
+  watch: "/usr/local/lib/agentbox/watch",
+  watchService: "/etc/systemd/system/agentbox-watch.service",
+  watchTimer: "/etc/systemd/system/agentbox-watch.timer",
+  watchState: "/var/lib/agentbox/watch",
+  /** What the agent's hooks record (its turn, its login): the agent's to write, validated by every reader. */
+  agentState: "/var/lib/agentbox/agent",
+  journald: "/etc/systemd/journald.conf.d/50-agentbox.conf",
+  logrotate: "/etc/logrotate.d/agentbox",
+  /** Provisioning resumed on the next boot when a first boot was cut short (pulled in without an enable link). */
+  resumeUnit: "/etc/systemd/system/agentbox-resume.service",
+  resumeWants: "/etc/systemd/system/multi-user.target.d/50-agentbox-resume.conf",
+  /** The notification settings for root's own reports (the agent's copy lives in its home, maybe on the volume). */
+  rootNotifyEnv: "/etc/agentbox/notify.env",
 } as const;
 
 export const TMUX_SOCKET = "agentbox";
@@ -75,6 +89,10 @@ export interface BoxSpec {
   workflow?: { prompt: string; timeoutMinutes: number };
   notify?: { url: string; token?: string };
   remoteControl: boolean;
+  /** Disk level at which the box frees space, workflow runs it keeps, days Claude Code keeps conversations. */
+  upkeep: { diskWarnPercent: number; workflowKeepRuns: number; conversationRetentionDays: number };
+  /** When the box may reboot for updates: ISO weekdays (1 = Monday) and minutes after 00:00 UTC. */
+  maintenanceWindow?: { days: readonly number[]; startMinute: number; endMinute: number };
   /** The box boots a baked image (cloud-init/bake.ts) that already has these packages and Claude Code. */
   bakedImage?: { packages: readonly string[] };
 }
@@ -86,10 +104,11 @@ export function homeOf(user: string): string {
 const FILES_DIR = join(__dirname, "files");
 const fileCache = new Map<string, string>();
 /**
- * A file from ./files as the box gets it, read once (one `pulumi up` renders the document more than once). Shell
- * scripts keep their shebang, their opening comment (what the script is and how to use it) and shellcheck
- * directives, but lose the other comment lines: the commented source is in this repository, and Hetzner's 32 KiB
- * user-data limit is shared by everything the box needs (the comments cost about a fifth of it).
+ * A file from ./files as the box gets it, read once (one `pulumi up` renders the document more than once). Scripts,
+ * units and settings keep their first line (a shebang, or the comment saying what the file is), the line that says
+ * what a script is, and shellcheck directives, but lose the other comment lines: the commented source is in this
+ * repository, and Hetzner's 32 KiB user-data limit is shared by everything the box needs (the comments would take
+ * about a seventh of it).
  */
 export function boxFile(name: string): string {
   let text = fileCache.get(name);
@@ -101,14 +120,13 @@ export function boxFile(name: string): string {
   return text;
 }
 
-/** Drops full-line comments after a script's opening comment block, except shellcheck directives. */
+/** Drops full-line comments but the first line, the one after a shebang, and shellcheck directives. */
 export function withoutInnerComments(script: string): string {
   const lines = script.split("\n");
-  let opening = 0;
-  while (opening < lines.length && lines[opening]!.startsWith("#")) opening++;
+  const kept = lines[0]?.startsWith("#!") && lines[1]?.startsWith("#") ? 2 : 1;
   return [
-    ...lines.slice(0, opening),
-    ...lines.slice(opening).filter((l) => !/^\s*#/.test(l) || /^\s*# shellcheck /.test(l)),
+    ...lines.slice(0, kept),
+    ...lines.slice(kept).filter((l) => !/^\s*#/.test(l) || /^\s*# shellcheck /.test(l)),
   ].join("\n");
 }
 
@@ -146,9 +164,12 @@ export function packagesFor(spec: BoxSpec): string[] {
     "nftables",
     // compressed swap in RAM (see files/zram-generator.conf)
     "systemd-zram-generator",
+    // agentbox's own logs, rotated by size (see files/logrotate.conf)
+    "logrotate",
     // formats the volume (cloud images have it; naming it costs nothing)
     ...(spec.volume ? ["e2fsprogs"] : []),
-    ...(spec.notify ? ["jq"] : []),
+    // the hooks read Claude Code's JSON on every box (their turn and login records), not only with notifications
+    "jq",
   ];
   // npm fetches Claude Code's platform package (the binary itself does not need Node). Only nodejs is installed:
   // the provision script gets npm through corepack, far cheaper than Debian's npm package (see provision.sh).
@@ -195,6 +216,13 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     WORKFLOW: spec.workflow ? "1" : undefined,
     WORKFLOW_TIMEOUT_MINUTES: spec.workflow ? String(spec.workflow.timeoutMinutes) : undefined,
     REMOTE_CONTROL: spec.remoteControl ? "1" : undefined,
+    // what cloud-init installs, for provisioning resumed after a first boot that was cut short
+    PACKAGES: packagesFor(spec).join(","),
+    DISK_WARN_PCT: String(spec.upkeep.diskWarnPercent),
+    WORKFLOW_KEEP_RUNS: String(spec.upkeep.workflowKeepRuns),
+    MAINTENANCE_DAYS: spec.maintenanceWindow?.days.join(","),
+    MAINTENANCE_START_MIN: spec.maintenanceWindow ? String(spec.maintenanceWindow.startMinute) : undefined,
+    MAINTENANCE_END_MIN: spec.maintenanceWindow ? String(spec.maintenanceWindow.endMinute) : undefined,
   });
 
   const agentEnv = envFile({
@@ -203,19 +231,35 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     ...(spec.auth ? { [spec.auth.variable]: spec.auth.value } : {}),
   });
 
-  // Skips the first-run wizard and the folder-trust prompt, which nobody is there to answer on a fresh box.
+  // Skips the first-run wizard and the folder-trust prompt, which nobody is there to answer on a fresh box. With
+  // Remote Control, also its one-time "Enable Remote Control? (y/n)" (documented on Claude Code's Remote Control
+  // page; where the answer is kept, `remoteDialogSeen`, is not: anthropics/claude-code#95892), which would hold a
+  // supervised start forever.
   const claudeJson = `${JSON.stringify(
-    { hasCompletedOnboarding: true, projects: { [workspace]: { hasTrustDialogAccepted: true } } },
+    {
+      hasCompletedOnboarding: true,
+      ...(spec.remoteControl ? { remoteDialogSeen: true } : {}),
+      projects: { [workspace]: { hasTrustDialogAccepted: true } },
+    },
     null,
     2,
   )}\n`;
 
-  // Claude Code's hooks, asynchronous so that a slow notification never holds the agent up.
+  // Claude Code's hooks record the agent's turn and login (the watcher reboots only between turns; a failed login is
+  // reported) and send the notifications when the stack has them: asynchronous, never holding the agent up.
   const hook = (timeout: number) => ({
     hooks: [{ type: "command", command: `${lib}/notify hook`, timeout, async: true }],
   });
   const managedSettings = `${JSON.stringify(
-    { hooks: { Notification: [hook(30)], Stop: [hook(30)], StopFailure: [hook(30)] } },
+    {
+      cleanupPeriodDays: spec.upkeep.conversationRetentionDays,
+      hooks: {
+        UserPromptSubmit: [hook(10)],
+        Notification: [hook(30)],
+        Stop: [hook(30)],
+        StopFailure: [hook(30)],
+      },
+    },
     null,
     2,
   )}\n`;
@@ -252,6 +296,14 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: BOX_PATHS.loginBanner, content: boxFile("login-banner.sh"), permissions: "0644" },
     { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
+    { path: BOX_PATHS.watch, content: boxFile("watch.sh"), permissions: "0755" },
+    { path: BOX_PATHS.watchService, content: boxFile("agentbox-watch.service"), permissions: "0644" },
+    { path: BOX_PATHS.watchTimer, content: boxFile("agentbox-watch.timer"), permissions: "0644" },
+    { path: BOX_PATHS.journald, content: boxFile("journald.conf"), permissions: "0644" },
+    { path: BOX_PATHS.logrotate, content: boxFile("logrotate.conf"), permissions: "0644" },
+    { path: BOX_PATHS.resumeUnit, content: boxFile("agentbox-resume.service"), permissions: "0644" },
+    { path: BOX_PATHS.resumeWants, content: "[Unit]\nWants=agentbox-resume.service\n", permissions: "0644" },
+    { path: BOX_PATHS.claudeManagedSettings, content: managedSettings, permissions: "0644" },
     ...(spec.volume
       ? [
           { path: `${lib}/volume-mount`, content: boxFile("volume-mount.sh"), permissions: "0755" },
@@ -264,7 +316,6 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
           { path: BOX_PATHS.workflowUnit, content: boxFile("agentbox-workflow.service"), permissions: "0644" },
         ]
       : []),
-    ...(spec.notify ? [{ path: BOX_PATHS.claudeManagedSettings, content: managedSettings, permissions: "0644" }] : []),
     {
       path: BOX_PATHS.firewall,
       content: renderFirewall({
@@ -297,6 +348,16 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
         ]
       : []),
     { path: BOX_PATHS.boxEnv, content: boxEnv, permissions: "0644" },
+    ...(spec.notify
+      ? [
+          {
+            path: BOX_PATHS.rootNotifyEnv,
+            content: envFile({ NTFY_URL: spec.notify.url, NTFY_TOKEN: spec.notify.token }),
+            owner: "root:root",
+            permissions: "0600",
+          },
+        ]
+      : []),
     ...(spec.tailscale
       ? [
           {
@@ -401,14 +462,12 @@ export function cloudConfigText(doc: Record<string, unknown>, what: string, limi
 }
 
 /**
- * The #cloud-config text of a box, deterministic for equal specs.
- * `readable` leaves every file uncompressed, for people to review (npm run render -- --readable); it may then
- * exceed the limit, which only applies to what the cloud receives.
+ * The #cloud-config text of a box, deterministic for equal specs: its large files compressed, or with `readable`
+ * every file as it is, for people to review (npm run render -- --readable). No limit here: each cloud's applies to
+ * what it receives (renderUserData).
  */
 export function renderCloudConfig(spec: BoxSpec, opts: { readable?: boolean } = {}): string {
-  return opts.readable
-    ? cloudConfigText(buildCloudConfig(spec), "the rendered user-data", false)
-    : cloudConfigText(compressedCloudConfig(spec), "the rendered user-data");
+  return cloudConfigText(opts.readable ? buildCloudConfig(spec) : compressedCloudConfig(spec), "", false);
 }
 
 /**
@@ -431,7 +490,7 @@ export function renderUserData(spec: BoxSpec, target: UserDataTarget): string {
   const sent =
     delivery.encoding === "gzip+base64"
       ? gzipForBox(renderCloudConfig(spec, { readable: true }))
-      : cloudConfigText(compressedCloudConfig(spec), "the rendered user-data", false);
+      : renderCloudConfig(spec);
   const bytes = Buffer.byteLength(sent, "utf8");
   if (bytes > delivery.limitBytes) {
     const how = delivery.encoding === "gzip+base64" ? " gzip-compressed and base64-encoded" : "";

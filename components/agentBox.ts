@@ -63,6 +63,18 @@ export function hostFor(cloud: Cloud): Host {
 }
 
 /** The image the server boots: the stack's baked image when it names one (checked in bakedImage.ts), else the cloud's. */
+/**
+ * Prints the time, UTC, as ISO 8601: the command that records when the stack's Claude Code credential was set. Node
+ * runs `pulumi up` anyway, wherever that is (a shell's `date` flags differ between systems).
+ */
+export const CREDENTIAL_CLOCK = `node -e "console.log(new Date().toISOString())"`;
+
+/** What the stack records of its Claude Code credential: which key holds it and when it was set (never the value). */
+export interface CredentialRecord {
+  key: "claudeOauthToken" | "anthropicApiKey";
+  setAt: string;
+}
+
 export const bootImage = (config: AgentBoxConfig) => config.bakedImage?.id ?? config.image;
 
 /**
@@ -109,6 +121,8 @@ export class AgentBox extends pulumi.ComponentResource {
   public readonly workflow: pulumi.Output<{ timeoutMinutes: number; statePath: string } | undefined>;
   /** What the readiness wait printed (empty when the stack skips it). */
   public readonly ready: pulumi.Output<string>;
+  /** When the stack's Claude Code credential was set (`npm run status` warns before a setup token's year ends). */
+  public readonly credential: pulumi.Output<CredentialRecord | undefined>;
 
   constructor(name: string, args: AgentBoxArgs, opts?: pulumi.ComponentResourceOptions) {
     super("agentbox:index:AgentBox", name, {}, opts);
@@ -199,6 +213,7 @@ export class AgentBox extends pulumi.ComponentResource {
       ? this.waitForReady(name, config, address, host.server, host.serverId)
       : pulumi.output("");
     this.releaseBeforeDelete(name, config, address, host);
+    this.credential = this.recordCredential(name, config, secrets);
 
     this.registerOutputs({
       cloud: this.cloud,
@@ -216,7 +231,33 @@ export class AgentBox extends pulumi.ComponentResource {
       volumeId: this.volumeId,
       workflow: this.workflow,
       ready: this.ready,
+      credential: this.credential,
     });
+  }
+
+  /**
+   * The day the credential was set, kept in the state: a resource whose one command prints the time when it is
+   * created, and which a new credential replaces (its digest is the trigger; a secret, though a digest of a random
+   * token tells nothing). A `claude setup-token` token lasts a year and the box cannot see its age: the stack can.
+   */
+  private recordCredential(
+    name: string,
+    config: AgentBoxConfig,
+    secrets: pulumi.Output<StackSecrets>,
+  ): pulumi.Output<CredentialRecord | undefined> {
+    const auth = config.auth;
+    if (auth.kind === "none") return pulumi.output(undefined);
+    const digest = secrets.apply((x) =>
+      createHash("sha256")
+        .update(`${auth.key}\0${x.agentAuth ?? ""}`)
+        .digest("hex"),
+    );
+    const record = new command.local.Command(
+      `${name}-credential`,
+      { create: CREDENTIAL_CLOCK, triggers: [pulumi.secret(digest)], logging: "none" },
+      { parent: this },
+    );
+    return record.stdout.apply((out) => ({ key: auth.key, setAt: out.trim() }));
   }
 
   /**

@@ -76,6 +76,16 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: BoxSecrets): BoxSpec 
       : {}),
     ...(notify ? { notify } : {}),
     remoteControl: config.remoteControl,
+    upkeep: config.upkeep,
+    ...(config.maintenanceWindow
+      ? {
+          maintenanceWindow: {
+            days: config.maintenanceWindow.days,
+            startMinute: config.maintenanceWindow.startMinute,
+            endMinute: config.maintenanceWindow.endMinute,
+          },
+        }
+      : {}),
     // the image's contents follow from the stack's settings: bakedImage.ts refuses an image that differs
     ...(config.bakedImage
       ? {

@@ -23,6 +23,15 @@ export const DEFAULT_READY_TIMEOUT_MINUTES = 15;
 export const DEFAULT_WORKFLOW_TIMEOUT_MINUTES = 60;
 /** A workflow may run for a week at most: beyond that a box is not "ending itself". */
 export const MAX_WORKFLOW_TIMEOUT_MINUTES = 7 * 24 * 60;
+/** The box frees what is safe to free (Claude Code's debug logs and caches, old workflow runs) from this fill level. */
+export const DEFAULT_DISK_WARN_PERCENT = 80;
+/** Workflow runs kept on the box (a volume collects one per box); older ones are removed. */
+export const DEFAULT_WORKFLOW_KEEP_RUNS = 20;
+/**
+ * Claude Code deletes conversations older than its `cleanupPeriodDays` (30 by default) at every start; an always-on
+ * box that resumes its conversation keeps them a year unless the stack says otherwise.
+ */
+export const DEFAULT_CONVERSATION_RETENTION_DAYS = 365;
 
 export type ClaudeInstallMethod = "npm" | "download";
 export type AgentAuth =
@@ -67,10 +76,61 @@ export interface AgentBoxConfig {
   notify?: { url: string; token?: string };
   /** Claude Code's Remote Control: continue the box's session from the Claude app. */
   remoteControl: boolean;
+  /** The weeks-long box: when it frees disk space, how many workflow runs it keeps, how long conversations live. */
+  upkeep: { diskWarnPercent: number; workflowKeepRuns: number; conversationRetentionDays: number };
+  /** When the box may reboot by itself for updates that need it (UTC); without it, it only says so. */
+  maintenanceWindow?: MaintenanceWindow;
   /** A baked image (`npm run bake`): the cloud's snapshot id, checked against the stack before anything is created. */
   bakedImage?: { id: string };
   /** Things worth saying that are not errors (printed with pulumi.log.warn). */
   warnings: string[];
+}
+
+/** Days of the week (ISO numbers, Monday 1 … Sunday 7) and a span of the day in minutes after 00:00 UTC. */
+export interface MaintenanceWindow {
+  /** As the stack wrote it. */
+  text: string;
+  days: number[];
+  startMinute: number;
+  /** Up to 1440 (24:00); always after the start, at least 30 minutes later. */
+  endMinute: number;
+}
+
+const WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const MAINTENANCE_EXAMPLE = '"Sun 03:00-05:00"';
+
+/**
+ * `DAYS HH:MM-HH:MM` in UTC: DAYS is `daily`, a day (`Sun`), a list (`Sat,Sun`) or a range (`Mon-Fri`). A parser
+ * of its own: no library reads this small a format, and the messages must name the key and the fix.
+ */
+export function parseMaintenanceWindow(text: string): MaintenanceWindow | { problem: string } {
+  const key = `${NAMESPACE}:maintenanceWindow`;
+  const fix = `Fix: pulumi config set ${key} ${MAINTENANCE_EXAMPLE} (days: daily, Mon, Sat,Sun or Mon-Fri; times in UTC, 24-hour, end after start)`;
+  const m = /^\s*([A-Za-z,-]+)\s+(\d{2}):(\d{2})-(\d{2}):(\d{2})\s*$/.exec(text);
+  if (!m) return { problem: `${key}: ${show(text)} is not a window of the form DAYS HH:MM-HH:MM. ${fix}` };
+  const day = (d: string) => WEEKDAYS.indexOf(d.toLowerCase()) + 1;
+  const days = new Set<number>();
+  for (const part of m[1]!.split(",")) {
+    if (part.toLowerCase() === "daily") [1, 2, 3, 4, 5, 6, 7].forEach((d) => days.add(d));
+    else if (part.includes("-")) {
+      const [a, b] = part.split("-").map(day);
+      if (!a || !b || a > b) return { problem: `${key}: ${show(part)} is not a range of days (Mon-Fri). ${fix}` };
+      for (let d = a; d <= b; d++) days.add(d);
+    } else if (day(part)) days.add(day(part));
+    else return { problem: `${key}: ${show(part)} is not a day (Mon … Sun, or daily). ${fix}` };
+  }
+  const [h1, m1, h2, m2] = m.slice(2).map(Number) as [number, number, number, number];
+  const startMinute = h1 * 60 + m1;
+  const endMinute = h2 * 60 + m2;
+  if (h1 > 23 || m1 > 59 || m2 > 59 || endMinute > 1440) {
+    return { problem: `${key}: ${show(text)} has a time that is not on a 24-hour clock (00:00 to 24:00). ${fix}` };
+  }
+  if (endMinute - startMinute < 30) {
+    return {
+      problem: `${key}: ${show(text)} ends less than 30 minutes after it starts (or before; a window does not run past midnight: split it, e.g. "daily 22:00-24:00"). The box looks every 5 minutes and waits for the agent to finish its turn. ${fix}`,
+    };
+  }
+  return { text: text.trim(), days: [...days].sort(), startMinute, endMinute };
 }
 
 export class ConfigError extends Error {
@@ -119,6 +179,10 @@ export const CONFIG_KEYS = [
   "ntfyToken",
   "remoteControl",
   "bakedImage",
+  "diskWarnPercent",
+  "workflowKeepRuns",
+  "conversationRetentionDays",
+  "maintenanceWindow",
 ] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
 export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey", "ntfyUrl", "ntfyToken"];
@@ -578,6 +642,40 @@ function schemaFor(project: string, stack: string) {
         }),
       ntfyToken: secret("ntfyToken", "ntfy access token"),
       remoteControl: boolKey("remoteControl", false),
+      diskWarnPercent: intKey("diskWarnPercent", {
+        min: 50,
+        max: 95,
+        dflt: DEFAULT_DISK_WARN_PERCENT,
+        unit: "percent",
+        example: DEFAULT_DISK_WARN_PERCENT,
+      }),
+      workflowKeepRuns: intKey("workflowKeepRuns", {
+        min: 1,
+        max: 1000,
+        dflt: DEFAULT_WORKFLOW_KEEP_RUNS,
+        unit: "runs",
+        example: DEFAULT_WORKFLOW_KEEP_RUNS,
+      }),
+      // 0 would stop Claude Code from writing conversations at all, not keep them forever
+      conversationRetentionDays: intKey("conversationRetentionDays", {
+        min: 1,
+        max: 36500,
+        dflt: DEFAULT_CONVERSATION_RETENTION_DAYS,
+        unit: "days",
+        example: DEFAULT_CONVERSATION_RETENTION_DAYS,
+      }),
+      maintenanceWindow: z
+        .string()
+        .optional()
+        .transform((v, ctx) => {
+          if (v === undefined || v.trim() === "") return undefined;
+          const w = parseMaintenanceWindow(v);
+          if ("problem" in w) {
+            ctx.addIssue({ code: "custom", message: w.problem });
+            return z.NEVER;
+          }
+          return w;
+        }),
       // Both clouds number their snapshots; the image itself is read from the cloud and checked in bakedImage.ts.
       bakedImage: z
         .string()
@@ -896,6 +994,12 @@ export function parseConfig(
         : undefined,
     notify: c.ntfyUrl ? { url: c.ntfyUrl, ...(c.ntfyToken ? { token: c.ntfyToken } : {}) } : undefined,
     remoteControl: c.remoteControl,
+    upkeep: {
+      diskWarnPercent: c.diskWarnPercent ?? DEFAULT_DISK_WARN_PERCENT,
+      workflowKeepRuns: c.workflowKeepRuns ?? DEFAULT_WORKFLOW_KEEP_RUNS,
+      conversationRetentionDays: c.conversationRetentionDays ?? DEFAULT_CONVERSATION_RETENTION_DAYS,
+    },
+    ...(c.maintenanceWindow ? { maintenanceWindow: c.maintenanceWindow } : {}),
     ...(c.bakedImage !== undefined ? { bakedImage: { id: c.bakedImage } } : {}),
     warnings,
   };

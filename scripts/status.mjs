@@ -10,8 +10,35 @@ import { stackArg } from "./pulumi.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
+/** A `claude setup-token` token lasts a year; status warns from this many days before its end. */
+export const TOKEN_LIFETIME_DAYS = 365;
+export const TOKEN_WARN_DAYS = 30;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * What the stack recorded of its Claude Code credential (the `credential` output: which key, when it was set), as
+ * lines for the user; none when there is nothing to say. An API key does not expire (it can be revoked: the box
+ * itself reports a login that fails).
+ */
+export function credentialNotes(credential, stack, now = new Date()) {
+  if (!credential || typeof credential.setAt !== "string") return [];
+  const setAt = new Date(credential.setAt);
+  if (Number.isNaN(setAt.getTime())) return [];
+  const age = Math.floor((now.getTime() - setAt.getTime()) / DAY_MS);
+  const set = `set ${setAt.toISOString().slice(0, 10)}, ${age} days ago`;
+  if (credential.key !== "claudeOauthToken") return [`credential: agentbox:${credential.key} ${set}`];
+  const left = TOKEN_LIFETIME_DAYS - age;
+  if (left > TOKEN_WARN_DAYS) return [`credential: agentbox:claudeOauthToken ${set} (a setup token lasts a year)`];
+  const fix = `make a new one with claude setup-token, then pulumi config set --secret agentbox:claudeOauthToken and npm run up -- --stack ${stack} (a new token replaces the server; a volume keeps the work)`;
+  return [
+    left > 0
+      ? `WARNING: agentbox:claudeOauthToken was ${set}: a setup token lasts a year, so it ends in about ${left} days. Before then: ${fix}`
+      : `WARNING: agentbox:claudeOauthToken was ${set}: a setup token lasts a year, so it has probably expired and the agent cannot log in. Fix: ${fix}`,
+  ];
+}
+
 /** The header line and the ssh command, from `pulumi stack output --json`; throws with the fix when there is none. */
-export function statusPlan(outputs, stack) {
+export function statusPlan(outputs, stack, now = new Date()) {
   if (!outputs || typeof outputs.sshCommand !== "string") {
     throw new Error(`stack ${stack} has no box (no outputs): create it with npm run up -- --stack ${stack}`);
   }
@@ -21,6 +48,7 @@ export function statusPlan(outputs, stack) {
   return {
     header: `${stack}: ${outputs.cloud} ${outputs.serverType}, ${outputs.memoryGb} GB, ${outputs.monthlyPrice}; ${where}`,
     command: ["ssh", "-t", "-o", "ConnectTimeout=15", target, "agentbox-status"],
+    notes: credentialNotes(outputs.credential, stack, now),
   };
 }
 
@@ -43,6 +71,7 @@ function main(argv) {
     return 1;
   }
   console.log(plan.header);
+  for (const note of plan.notes) console.log(note);
   const ssh = spawnSync(plan.command[0], plan.command.slice(1), { stdio: "inherit" });
   if (ssh.status === 255)
     console.error("agentbox: the box did not answer over SSH (is it up, and are you on the tailnet?)");

@@ -80,7 +80,7 @@ describe("the image builder's user-data (cloud-init/bake.ts)", () => {
     expect(env.encoding).toBeUndefined();
     expect(env.content).toBe(
       "CLAUDE_VERSION=2.1.332\nCLAUDE_INSTALL=npm\nCLAUDE_PLATFORM=linux-x64\n" +
-        `PACKAGES=ca-certificates,curl,e2fsprogs,git,jq,mosh,nftables,nodejs,systemd-zram-generator,tmux\nBUILDER=${builderHash(npm)}\n`,
+        `PACKAGES=ca-certificates,curl,e2fsprogs,git,jq,logrotate,mosh,nftables,nodejs,systemd-zram-generator,tmux\nBUILDER=${builderHash(npm)}\n`,
     );
     const arm = bakeDoc({ arch: "arm64", claudeCode: { version: "2.1.300", installMethod: "download" } });
     expect(arm.write_files.find((f) => f.path === BAKE_PATHS.env)!.content).toMatch(
@@ -102,6 +102,7 @@ describe("the image builder's user-data (cloud-init/bake.ts)", () => {
       unattendedUpgrades: true,
       sshPublicKeys: [SSH_KEY],
       remoteControl: false,
+      upkeep: { diskWarnPercent: 80, workflowKeepRuns: 20, conversationRetentionDays: 365 },
       ...npm,
     };
     const variants: BoxSpec[] = [

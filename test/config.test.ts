@@ -10,6 +10,7 @@ import {
   credentialProblems,
   defaultHostname,
   parseConfig,
+  parseMaintenanceWindow,
 } from "../components/config";
 
 const ctx = { project: "agentbox", stack: "dev" };
@@ -601,6 +602,57 @@ const BAD: Bad[] = [
     problems: ["agentbox:flavour: not a setting agentbox knows. Fix: pulumi config rm agentbox:flavour"],
   },
 
+  // the weeks-long box: disk, workflow runs, conversations, maintenance window
+  {
+    name: "diskWarnPercent above 95",
+    raw: { ...ok, diskWarnPercent: "99" },
+    problems: [
+      "agentbox:diskWarnPercent: 99 is outside 50–95 percent. Fix: pulumi config set agentbox:diskWarnPercent 80",
+    ],
+  },
+  {
+    name: "workflowKeepRuns zero",
+    raw: { ...ok, workflowKeepRuns: "0" },
+    problems: [
+      "agentbox:workflowKeepRuns: 0 is outside 1–1000 runs. Fix: pulumi config set agentbox:workflowKeepRuns 20",
+    ],
+  },
+  {
+    name: "conversationRetentionDays zero (Claude Code would keep no conversation at all)",
+    raw: { ...ok, conversationRetentionDays: "0" },
+    problems: [
+      "agentbox:conversationRetentionDays: 0 is outside 1–36500 days. Fix: pulumi config set agentbox:conversationRetentionDays 365",
+    ],
+  },
+  {
+    name: "maintenanceWindow not a window",
+    raw: { ...ok, maintenanceWindow: "sundays at 3" },
+    problems: [
+      `agentbox:maintenanceWindow: "sundays at 3" is not a window of the form DAYS HH:MM-HH:MM. Fix: pulumi config set agentbox:maintenanceWindow "Sun 03:00-05:00" (days: daily, Mon, Sat,Sun or Mon-Fri; times in UTC, 24-hour, end after start)`,
+    ],
+  },
+  {
+    name: "maintenanceWindow with an unknown day",
+    raw: { ...ok, maintenanceWindow: "Sun,Funday 03:00-05:00" },
+    problems: [
+      `agentbox:maintenanceWindow: "Funday" is not a day (Mon … Sun, or daily). Fix: pulumi config set agentbox:maintenanceWindow "Sun 03:00-05:00" (days: daily, Mon, Sat,Sun or Mon-Fri; times in UTC, 24-hour, end after start)`,
+    ],
+  },
+  {
+    name: "maintenanceWindow past midnight",
+    raw: { ...ok, maintenanceWindow: "daily 23:00-01:00" },
+    problems: [
+      `agentbox:maintenanceWindow: "daily 23:00-01:00" ends less than 30 minutes after it starts (or before; a window does not run past midnight: split it, e.g. "daily 22:00-24:00"). The box looks every 5 minutes and waits for the agent to finish its turn. Fix: pulumi config set agentbox:maintenanceWindow "Sun 03:00-05:00" (days: daily, Mon, Sat,Sun or Mon-Fri; times in UTC, 24-hour, end after start)`,
+    ],
+  },
+  {
+    name: "maintenanceWindow at 25 o'clock",
+    raw: { ...ok, maintenanceWindow: "Mon-Fri 25:00-26:00" },
+    problems: [
+      `agentbox:maintenanceWindow: "Mon-Fri 25:00-26:00" has a time that is not on a 24-hour clock (00:00 to 24:00). Fix: pulumi config set agentbox:maintenanceWindow "Sun 03:00-05:00" (days: daily, Mon, Sat,Sun or Mon-Fri; times in UTC, 24-hour, end after start)`,
+    ],
+  },
+
   // the box's life: readiness wait, volume, workflow
   {
     name: "waitForReady not a boolean",
@@ -738,6 +790,24 @@ const BAD: Bad[] = [
   },
 ];
 
+describe("the maintenance window", () => {
+  test.each([
+    ["Sun 03:00-05:00", [7], 180, 300],
+    ["daily 00:00-24:00", [1, 2, 3, 4, 5, 6, 7], 0, 1440],
+    ["Mon-Fri 22:00-23:30", [1, 2, 3, 4, 5], 1320, 1410],
+    [" sat,SUN 01:15-02:00 ", [6, 7], 75, 120],
+  ])("%s", (text, days, startMinute, endMinute) => {
+    expect(parseMaintenanceWindow(text)).toEqual({ text: text.trim(), days, startMinute, endMinute });
+    const c = parseConfig({ ...ok, maintenanceWindow: text }, ctx);
+    expect(c.maintenanceWindow).toEqual({ text: text.trim(), days, startMinute, endMinute });
+  });
+
+  test("none by default: the box reports updates that need a reboot but never reboots by itself", () => {
+    expect(parseConfig(ok, ctx).maintenanceWindow).toBeUndefined();
+    expect(parseConfig({ ...ok, maintenanceWindow: "" }, ctx).maintenanceWindow).toBeUndefined();
+  });
+});
+
 describe("parseConfig refuses bad configuration", () => {
   test.each(BAD)("$name", ({ raw, problems }) => {
     expect(problemsOf(raw)).toEqual(problems);
@@ -820,6 +890,7 @@ describe("parseConfig accepts good configuration", () => {
       workflow: undefined,
       notify: undefined,
       remoteControl: false,
+      upkeep: { diskWarnPercent: 80, workflowKeepRuns: 20, conversationRetentionDays: 365 },
       warnings: [NO_TOKEN_WARNING],
     };
     expect(parseConfig(ok, ctx)).toStrictEqual(expected);

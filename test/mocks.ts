@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -153,6 +153,15 @@ export function installMocks(
           case "digitalocean:index/droplet:Droplet":
             state.ipv4Address = "203.0.113.10";
             state.ipv6Address = "2001:db8::10";
+            break;
+          case "command:local:Command":
+            // a create command runs where `pulumi up` runs, as the provider runs it (the release has none)
+            if (typeof args.inputs.create === "string") {
+              const run = spawnSync("/bin/sh", ["-c", args.inputs.create], { encoding: "utf8" });
+              if (run.status !== 0) throw new Error(`${args.name}: create failed: ${run.stderr}`);
+              state.stdout = run.stdout;
+              state.stderr = run.stderr;
+            }
             break;
           case "command:remote:Command":
             // what agentbox-wait-ready prints on a ready box

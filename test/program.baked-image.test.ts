@@ -64,6 +64,7 @@ describe("a Hetzner stack on a matching baked image", () => {
   test("creates the same resources as on the stock image, nothing more", () => {
     expect(program.resources.map((r) => `${r.type} ${r.name}`).sort()).toEqual([
       "agentbox:index:AgentBox agentbox",
+      "command:local:Command agentbox-credential",
       "command:local:Command agentbox-release",
       "command:remote:Command agentbox-ready",
       "hcloud:index/firewall:Firewall agentbox-firewall",

@@ -30,6 +30,7 @@ type Role =
   | "cleanup"
   | "ready"
   | "release"
+  | "credential"
   | "component";
 
 /**
@@ -76,6 +77,8 @@ const RESOURCE_TYPES: Record<string, { role: Role; replacedBy: readonly string[]
   // pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go: triggers replace; anything else is an update.
   "command:remote:Command": { role: "ready", replacedBy: ["triggers"] },
   "command:local:Command": { role: "release", replacedBy: ["triggers"] },
+  // a type that serves more than one role: TYPE#NAME (the resource's name after "<box>-")
+  "command:local:Command#credential": { role: "credential", replacedBy: ["triggers"] },
   "agentbox:index:AgentBox": { role: "component", replacedBy: [] },
 };
 
@@ -87,6 +90,7 @@ const DELETED_FIRST: Partial<Record<Role, boolean>> = {
   tailnetKey: false,
   ready: false,
   release: false,
+  credential: false,
 };
 
 interface Variant {
@@ -351,9 +355,15 @@ export const CHANGE_TABLE: ChangeRow[] = [
   userDataRow("claudeInstallMethod", { [k("claudeInstallMethod")]: "download" }),
   {
     ...userDataRow("claudeOauthToken", { [k("claudeOauthToken")]: OTHER_TOKEN }),
-    does: "Replaces the server: the token is in the user-data (a rotated token means a new server).",
+    does:
+      "Replaces the server: the token is in the user-data (a rotated token means a new server). The stack " +
+      "records the day it was set (`npm run status` warns a month before a setup token's year ends).",
+    expected: (v: Variant) => replaces(v, { credential: "replace" }),
   },
-  userDataRow("anthropicApiKey", { [k("claudeOauthToken")]: undefined, [k("anthropicApiKey")]: OTHER_TOKEN }),
+  {
+    ...userDataRow("anthropicApiKey", { [k("claudeOauthToken")]: undefined, [k("anthropicApiKey")]: OTHER_TOKEN }),
+    expected: (v: Variant) => replaces(v, { credential: "replace" }),
+  },
   userDataRow("repoUrl", { [k("repoUrl")]: "https://github.com/you/repo.git" }),
   userDataRow("repoBranch", { [k("repoBranch")]: "main" }, { [k("repoUrl")]: "https://github.com/you/repo.git" }),
   userDataRow("workflowPrompt", { [k("workflowPrompt")]: "Run the tests and fix what fails." }),
@@ -377,7 +387,14 @@ export const CHANGE_TABLE: ChangeRow[] = [
     { [k("ntfyUrl")]: "https://ntfy.example.net/agentbox-topic" },
   ),
   // Remote Control needs a full claude.ai login, done on the box: the stack drops the setup token
-  userDataRow("remoteControl", { [k("remoteControl")]: "true", [k("claudeOauthToken")]: undefined }),
+  {
+    ...userDataRow("remoteControl", { [k("remoteControl")]: "true", [k("claudeOauthToken")]: undefined }),
+    expected: (v: Variant) => replaces(v, { credential: "delete" }),
+  },
+  userDataRow("diskWarnPercent", { [k("diskWarnPercent")]: "70" }),
+  userDataRow("workflowKeepRuns", { [k("workflowKeepRuns")]: "5" }),
+  userDataRow("conversationRetentionDays", { [k("conversationRetentionDays")]: "90" }),
+  userDataRow("maintenanceWindow", { [k("maintenanceWindow")]: "Sun 03:00-05:00" }),
   {
     key: "sshPrivateKeyFile",
     does: "In place: the readiness wait and the release before destroy log in with that key instead of the ssh-agent.",
@@ -485,6 +502,9 @@ async function runOnce(config: Config, project = "agentbox", stack = "dev"): Pro
   return runProgram(config, { project, stack, secretKeys, ids: "byName" });
 }
 
+const typeOf = (r: { type: string; name: string }) =>
+  RESOURCE_TYPES[`${r.type}#${r.name.replace(/^[^-]*-/, "")}`] ?? RESOURCE_TYPES[r.type];
+
 const programs = new Map<string, Program>();
 async function resourcesOf(config: Config, project?: string, stack?: string): Promise<Map<string, Resource>> {
   const key = JSON.stringify([config, project, stack]);
@@ -494,7 +514,7 @@ async function resourcesOf(config: Config, project?: string, stack?: string): Pr
       programs.set(key, program);
       const found = new Map<string, Resource>();
       for (const r of program.resources) {
-        const type = RESOURCE_TYPES[r.type];
+        const type = typeOf(r);
         if (!type) throw new Error(`${r.type} has no entry in RESOURCE_TYPES: say which inputs replace it`);
         const urn = program.urns.get(r.name) ?? r.urn;
         found.set(identityOf(urn), { ...r, identity: identityOf(urn), role: type.role });
@@ -533,7 +553,7 @@ function planOf(before: Map<string, Resource>, after: Map<string, Resource>): Ma
         const from = (now.options?.propertyDependencies[key] ?? []).map(identityOf);
         return !same(was.inputs[key], now.inputs[key]) || from.some((dep) => unknown.has(dep));
       });
-      const replacing = new Set([...RESOURCE_TYPES[now.type]!.replacedBy, ...(now.options?.replaceOnChanges ?? [])]);
+      const replacing = new Set([...typeOf(now)!.replacedBy, ...(now.options?.replaceOnChanges ?? [])]);
       const replacedBecause = changed.filter((key) => replacing.has(key));
       const action = replacedBecause.length ? "replace" : changed.length ? "update" : undefined;
       if (action) plan.set(id, { action, changed, replacedBecause });

@@ -28,10 +28,11 @@ test("creates exactly the component, tailnet key and device cleanup, SSH key, dr
       child("digitalocean:index/firewall:Firewall", "agentbox-firewall"),
       child("command:remote:Command", "agentbox-ready"),
       child("command:local:Command", "agentbox-release"),
+      child("command:local:Command", "agentbox-credential"),
       child("pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup", "agentbox-tailnet-device"),
     ].sort(),
   );
-  expect(program.resources).toHaveLength(8);
+  expect(program.resources).toHaveLength(9);
 });
 
 test("the droplet: cheapest 32 GB size in ams3, Debian 13, the stack's key by fingerprint, tags naming project and stack", () => {

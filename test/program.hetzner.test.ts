@@ -24,6 +24,7 @@ describe("the Hetzner stack's resource graph", () => {
   test("creates exactly the component, tailnet key and device cleanup, SSH key, firewall, server, ready wait and release", () => {
     expect(program.resources.map((r) => `${r.type} ${r.name}`).sort()).toEqual([
       "agentbox:index:AgentBox agentbox",
+      "command:local:Command agentbox-credential",
       "command:local:Command agentbox-release",
       "command:remote:Command agentbox-ready",
       "hcloud:index/firewall:Firewall agentbox-firewall",
@@ -45,6 +46,7 @@ describe("the Hetzner stack's resource graph", () => {
         child("hcloud:index/server:Server", "agentbox-server"),
         child("command:remote:Command", "agentbox-ready"),
         child("command:local:Command", "agentbox-release"),
+        child("command:local:Command", "agentbox-credential"),
         child("pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup", "agentbox-tailnet-device"),
       ].sort(),
     );
@@ -162,6 +164,7 @@ describe("outputs", () => {
       ready: "agentbox: ready (mock)",
       moshCommand: "mosh agent@agentbox-dev -- tmux -L agentbox attach -t claude",
       attachCommand: "ssh -t agent@agentbox-dev tmux -L agentbox attach -t claude",
+      credential: { key: "claudeOauthToken", setAt: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/) as string },
     });
   });
 

@@ -53,6 +53,8 @@ describe.each([
       string
     >,
     order: [
+      // depends on nothing and nothing on it: the credential's record
+      "agentbox-credential",
       "agentbox-ready",
       "agentbox-release",
       "agentbox-volume-attachment",
@@ -71,6 +73,8 @@ describe.each([
       string
     >,
     order: [
+      // depends on nothing and nothing on it: the credential's record
+      "agentbox-credential",
       "agentbox-ready",
       "agentbox-release",
       "agentbox-volume-attachment",
@@ -100,7 +104,7 @@ describe.each([
   });
 
   test("one release command: nothing on create, the release on delete, a new one for each new server", () => {
-    const release = program.resources.filter((r) => r.type === RELEASE);
+    const release = program.resources.filter((r) => r.type === RELEASE && r.name !== "agentbox-credential");
     expect(release.map((r) => r.name)).toEqual(["agentbox-release"]);
     expect(release[0]!.inputs).toEqual({
       delete: RELEASE_SCRIPT,

@@ -1,6 +1,6 @@
 import { expect, test } from "vitest";
 // @ts-expect-error: a plain ES module without types
-import { statusPlan } from "../scripts/status.mjs";
+import { credentialNotes, statusPlan } from "../scripts/status.mjs";
 
 const outputs = {
   cloud: "hetzner",
@@ -16,7 +16,39 @@ test("status goes to the box the stack's own sshCommand names and runs agentbox-
   expect(statusPlan(outputs, "dev")).toEqual({
     header: "dev: hetzner cx43, 16 GB, 16.49 EUR/month (catalogue of 2026-09-29, excl. VAT); tailnet agentbox-dev",
     command: ["ssh", "-t", "-o", "ConnectTimeout=15", "agent@agentbox-dev", "agentbox-status"],
+    notes: [],
   });
+});
+
+const token = (setAt: string) => ({ key: "claudeOauthToken", setAt });
+const on = (day: string) => new Date(`${day}T12:00:00Z`);
+
+test("the setup token's age: said while it is young, a warning a month before its year ends, then expired", () => {
+  expect(credentialNotes(token("2026-01-10T08:00:00.000Z"), "dev", on("2026-06-01"))).toEqual([
+    "credential: agentbox:claudeOauthToken set 2026-01-10, 142 days ago (a setup token lasts a year)",
+  ]);
+  const fix =
+    "make a new one with claude setup-token, then pulumi config set --secret agentbox:claudeOauthToken and npm run up -- --stack dev (a new token replaces the server; a volume keeps the work)";
+  // 335 days old: 30 left, the first day of the warning
+  expect(credentialNotes(token("2026-01-10T08:00:00.000Z"), "dev", on("2026-12-11"))).toEqual([
+    `WARNING: agentbox:claudeOauthToken was set 2026-01-10, 335 days ago: a setup token lasts a year, so it ends in about 30 days. Before then: ${fix}`,
+  ]);
+  expect(credentialNotes(token("2026-01-10T08:00:00.000Z"), "dev", on("2026-12-10"))[0]).toMatch(/^credential: /);
+  expect(credentialNotes(token("2025-11-01T08:00:00.000Z"), "dev", on("2026-12-01"))).toEqual([
+    `WARNING: agentbox:claudeOauthToken was set 2025-11-01, 395 days ago: a setup token lasts a year, so it has probably expired and the agent cannot log in. Fix: ${fix}`,
+  ]);
+  // in the plan, from the stack's outputs
+  expect(
+    statusPlan({ ...outputs, credential: token("2025-11-01T08:00:00.000Z") }, "dev", on("2026-12-01")).notes,
+  ).toHaveLength(1);
+});
+
+test("an API key does not expire (the box reports one that stops working); nothing recorded, nothing said", () => {
+  expect(
+    credentialNotes({ key: "anthropicApiKey", setAt: "2025-01-01T00:00:00.000Z" }, "dev", on("2026-12-01")),
+  ).toEqual(["credential: agentbox:anthropicApiKey set 2025-01-01, 699 days ago"]);
+  expect(credentialNotes(undefined, "dev")).toEqual([]);
+  expect(credentialNotes({ key: "claudeOauthToken", setAt: "yesterday-ish" }, "dev")).toEqual([]);
 });
 
 test("without Tailscale it says the public address", () => {

@@ -49,6 +49,55 @@ elif [ "${WORKFLOW:-0}" = 1 ]; then
   row workflow: "not started yet"
 fi
 
+# The watcher's findings (root writes them; checked all the same, as the banner does): disk, updates, the login.
+WATCH=/var/lib/agentbox/watch
+watch_of() { sed -n "s/^$1=//p" "$WATCH" 2>/dev/null | head -n 1 | agentbox_printable | cut -c 1-200; }
+num() { [[ $1 =~ ^[0-9]{1,12}$ ]] && echo "$1"; }
+utc() { [ -n "$1" ] && date -u -d "@$1" '+%F %H:%M UTC'; }
+if [ -r "$WATCH" ]; then
+  warn=$(num "$(watch_of disk_warn_pct)") freed=$(num "$(watch_of freed_mb)")
+  disk="/ $(num "$(watch_of disk_pct)")%"
+  home_pct=$(num "$(watch_of disk_home_pct)") && disk+=", home volume $home_pct%"
+  disk+=" used (frees space at ${warn:-?}%)"
+  if [ "$(watch_of disk_level)" = warning ]; then
+    disk="WARNING: $disk, still at or above it on $(watch_of disk_full | tr -cd 'a-z,') after freeing: make room"
+  fi
+  [ -n "$freed" ] && disk+="; last freed $freed MB at $(utc "$(num "$(watch_of freed_at)")")"
+  row disk: "$disk  [checked $(utc "$(num "$(watch_of checked)")")]"
+  if [ "$(watch_of reboot_required)" = 1 ]; then
+    updates="reboot required since $(utc "$(num "$(watch_of reboot_required_since)")") ($(watch_of reboot_pkgs | tr -cd 'A-Za-z0-9.+:~,-'))"
+    case $(watch_of reboot) in
+      rebooting) updates+=": rebooting now" ;;
+      *) updates+=": deferred, $(watch_of reboot_reason)" ;;
+    esac
+  else
+    updates="no reboot required"
+  fi
+  window=$(watch_of window)
+  if [ -n "$window" ]; then updates+="; maintenance window $window"; else updates+="; no maintenance window (reboot by hand)"; fi
+  last=$(num "$(watch_of last_reboot)") && updates+="; last rebooted for updates $(utc "$last")"
+  row updates: "$updates"
+else
+  row disk: "not checked yet (agentbox-watch.timer runs every 5 minutes)"
+fi
+
+# The agent's login as its hooks last saw it: the agent's file, read like the workflow's state; else the watcher's copy.
+auth_text=$(agentbox_as_agent timeout 5 head -c 4096 /var/lib/agentbox/agent/auth 2>/dev/null) ||
+  auth_text=$(sed -n 's/^auth_//p; s/^auth=/state=/p' "$WATCH" 2>/dev/null)
+auth_of() { sed -n "s/^$1=//p" <<<"$auth_text" | head -n 1 | grep -E "^($2)\$"; }
+case $(auth_of state 'ok|failed') in
+  ok) row auth: "ok (the last turn went through)" ;;
+  failed)
+    case $(auth_of credential 'oauth_token|api_key|login') in
+      api_key) fix="set a new key: pulumi config set --secret agentbox:anthropicApiKey, then npm run up" ;;
+      oauth_token) fix="a new token: claude setup-token on your laptop, then pulumi config set --secret agentbox:claudeOauthToken and npm run up (or attach and /login)" ;;
+      *) fix="attach (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION) and /login" ;;
+    esac
+    row auth: "FAILED: $(auth_of error '[a-z_]{1,40}') since $(utc "$(auth_of since '[0-9]{1,12}')"): $fix"
+    ;;
+  *) row auth: "no turn seen yet" ;;
+esac
+
 echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
 agentbox_as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
   agentbox_printable | sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||

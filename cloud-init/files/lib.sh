@@ -62,3 +62,20 @@ agentbox_volume_device() {
   done
   return 1
 }
+
+# Runs COMMAND until it succeeds, at most ATTEMPTS times: after the first failure it waits FIRST_DELAY seconds, and
+# twice as long after each further one (5 attempts from 5 s wait 5, 10, 20 and 40 s). Each retry is said on stderr
+# (a caller may silence the command's stdout). Returns the command's last exit status.
+# agentbox_retry ATTEMPTS FIRST_DELAY COMMAND...
+agentbox_retry() {
+  local attempts=$1 delay=$2 n=1 rc
+  shift 2
+  while :; do
+    "$@" && return 0
+    rc=$?
+    [ "$n" -lt "$attempts" ] || return "$rc"
+    echo "agentbox: $1 failed (attempt $n of $attempts, exit $rc); trying again in $delay s" >&2
+    sleep "$delay"
+    n=$((n + 1)) delay=$((delay * 2))
+  done
+}

@@ -5,18 +5,22 @@
 # /var/log/agentbox/provision.log. Optional steps (the repository, Tailscale) may fail without stopping the agent.
 # The status file ends with result=ready (all ok), degraded (an optional step failed) or failed (the agent is not
 # running). Exit status: 0 only when ready, so that cloud-init's own result reports anything else.
+#
+# `provision --resume` (agentbox-resume.service, on every boot once cloud-init is done) finishes a first boot that a
+# reboot or a crash cut short, and does nothing on any other boot (see "Resuming" below).
 set -uo pipefail
 # shellcheck source=lib.sh
 . /usr/local/lib/agentbox/lib.sh
 # `provision --bake` makes a baked image instead of a box, `provision --seal` ends that (see "The baked image"
 # below): no box settings, no agent and no status file then.
-MODE=box
+MODE=box RESUME=0
 case ${1:-} in
   '') ;;
+  --resume) RESUME=1 ;;
   --bake) MODE=bake ;;
   --seal) MODE=seal ;;
   *)
-    echo "usage: provision [--bake | --seal]" >&2
+    echo "usage: provision [--resume | --bake | --seal]" >&2
     exit 2
     ;;
 esac
@@ -27,6 +31,23 @@ LOG_DIR=/var/log/agentbox
 TAILSCALE_KEY=/run/agentbox/tailscale-authkey
 IMAGE_FILE=/etc/agentbox/image
 BAKE_ENV=/etc/agentbox/bake.env
+status_of() { sed -n "s/^$1=//p" "$STATUS" 2>/dev/null | tail -n 1; }
+
+# Resuming. cloud-init runs runcmd's script once per instance, and marks a module as run BEFORE running it: its
+# semaphore (/var/lib/cloud/instance/sem/config_scripts_user) is written first, and is not removed when the run
+# never ends (cloudinit/helpers.py of Debian 13's cloud-init 25.1.4: FileSemaphores.lock yields the lock
+# _acquire has written, and clears it only for clear_on_fail, which Runners.run passes as False). A first boot cut
+# short in provisioning is therefore never provisioned again by cloud-init, while the modules after it run on the
+# next boot. So: with a status file that still says provisioning (or none at all, once that semaphore exists),
+# this boot finishes the job; with ready, degraded or failed there is nothing to do.
+if [ $RESUME = 1 ]; then
+  [ -r /etc/agentbox/box.env ] || exit 0
+  case $(status_of result) in
+    provisioning) ;;
+    '') [ -e /var/lib/cloud/instance/sem/config_scripts_user ] || exit 0 ;;
+    *) exit 0 ;;
+  esac
+fi
 if [ $MODE = box ]; then
   agentbox_load_env /etc/agentbox/box.env
   mkdir -p "$STATUS_DIR" "$LOG_DIR"
@@ -34,6 +55,13 @@ if [ $MODE = box ]; then
   exec > >(tee -a "$LOG_DIR/provision.log") 2>&1
   AGENT_UID=$(id -u "$AGENT_USER")
   AGENT_GROUP=$(id -gn "$AGENT_USER")
+  # one provisioning at a time (a resume started by hand while cloud-init's run goes on); /run/agentbox is root's
+  install -d -m 0755 /run/agentbox
+  exec 9>>/run/agentbox/provision.lock
+  if ! flock -n 9; then
+    echo "agentbox: provisioning is already running (see $LOG_DIR/provision.log)"
+    exit $((RESUME ? 0 : 1))
+  fi
 else
   [ $MODE = seal ] || agentbox_load_env "$BAKE_ENV"
   mkdir -p "$LOG_DIR"
@@ -51,6 +79,12 @@ status_set() { # KEY VALUE: replaces the key's line, keeps the others in order
 fail() { REASON=$*; return 1; }
 step() { # NAME FUNCTION: runs one step and records ok / failed: <reason>
   local name=$1 started
+  # a resumed run keeps what an earlier boot did: every step's effect outlives a reboot (enabled units, linger,
+  # installed files, the volume's mount on every boot)
+  if [ $RESUME = 1 ] && [ "$(status_of "$name")" = ok ]; then
+    echo "agentbox: $name ok on an earlier boot"
+    return 0
+  fi
   started=$(date +%s)
   REASON=
   echo "agentbox: $name ..."
@@ -74,12 +108,71 @@ npm_cli() {
     return 0
   else
     echo "agentbox: corepack unavailable or failed; installing npm with apt"
-    apt_lists && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null && npm "$@"
+    apt_lists && apt_get install -y -qq --no-install-recommends npm >/dev/null && npm "$@"
   fi
+}
+
+# apt on a busy box: a first boot may meet apt-daily or unattended-upgrades (Ubuntu starts them at boot). Every apt
+# call waits for the package locks, and says so. apt-get's own wait (DPkg::Lock::Timeout) covers only dpkg's locks:
+# apt 3.0's `update` takes the lists lock, and the download the archives lock, without waiting (pkgAcquire::GetLock
+# fails at once), so a lock taken between the look below and apt's own is retried with backoff.
+APT_LOCK_WAIT_S=${APT_LOCK_WAIT_S:-900}
+APT_LOCKS=/var/lib/dpkg/lock-frontend,/var/lib/dpkg/lock,/var/lib/apt/lists/lock,/var/cache/apt/archives/lock
+apt_lock_holders() { # "command (pid N)" for each process holding one of the locks (fcntl locks, as lslocks sees them)
+  lslocks --noheadings --raw --output PID,COMMAND,PATH 2>/dev/null |
+    awk -v locks="$APT_LOCKS" 'BEGIN { n = split(locks, l, ","); for (i = 1; i <= n; i++) want[l[i]] = 1 }
+      ($3 in want) && !seen[$1]++ { printf "%s%s (pid %s)", sep, $2, $1; sep = ", " }'
+}
+wait_for_package_lock() { # says so on stderr: apt's callers silence its stdout
+  local holders started
+  holders=$(apt_lock_holders)
+  [ -n "$holders" ] || return 0
+  started=$(date +%s)
+  echo "agentbox: waiting for the package lock (held by $holders)" >&2
+  while [ -n "$(apt_lock_holders)" ] && [ $(($(date +%s) - started)) -lt "$APT_LOCK_WAIT_S" ]; do sleep 2; done
+  echo "agentbox: waited $(($(date +%s) - started)) s for the package lock" >&2
+}
+APT_RC=0 APT_ERR=
+apt_get_once() { # true unless apt-get found a lock taken (then agentbox_retry tries again); its status in APT_RC
+  wait_for_package_lock
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$APT_LOCK_WAIT_S" "$@" 2>"$APT_ERR"
+  APT_RC=$?
+  cat "$APT_ERR" >&2
+  [ $APT_RC = 0 ] || ! grep -q 'Could not get lock' "$APT_ERR"
+}
+apt_get() { # apt-get ARGS...
+  APT_ERR=$(mktemp)
+  agentbox_retry 5 5 apt_get_once "$@"
+  rm -f "$APT_ERR"
+  return $APT_RC
 }
 # A baked image has no package lists, and a box that needs no packages has cloud-init fetch none: fetched before
 # the first install after the agent is up.
-apt_lists() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -qq; }
+apt_lists() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt_get update -qq; }
+
+# The packages cloud-init installs (PACKAGES), when some are not there: a first boot cut short while cloud-init
+# installed them (its module is not run again), or an install that failed. dpkg cut short in the middle is put
+# right first, or apt refuses to work.
+missing_packages() {
+  local p
+  for p in ${PACKAGES//,/ }; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+dpkg_configure_all() { DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold; }
+install_packages() {
+  local missing
+  mapfile -t missing < <(missing_packages)
+  echo "missing: ${missing[*]}"
+  if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
+    echo "dpkg was interrupted: dpkg --configure -a"
+    wait_for_package_lock
+    agentbox_retry 3 5 dpkg_configure_all || fail "dpkg --configure -a failed (see dpkg --audit)" || return 1
+  fi
+  apt_lists || fail "apt-get update failed" || return 1
+  apt_get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null ||
+    fail "apt could not install ${missing[*]}"
+}
 # As the agent, bounded (a kept home holds an earlier agent's settings, which could make a command wait forever):
 # as_agent COMMAND... (2 minutes), as_agent_for SECONDS COMMAND...
 as_agent_for() {
@@ -93,9 +186,15 @@ fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeou
 # The home as cloud-init made it on the root disk (before any volume is mounted over it): write_files made the
 # parent folders of the agent's files as root.
 prepare_home() {
+  # Never on the volume: once the volume step has recorded it, every boot mounts it here, and root changes nothing
+  # in a home the agent may have shaped (a resumed first boot skips this step then anyway).
+  if [ -e "$VOLUME_STATE" ] || mountpoint -q "$AGENT_HOME"; then
+    echo "$AGENT_HOME is the volume: nothing to prepare"
+    return 0
+  fi
   if ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 "$AGENT_HOME/.config" "$WORKSPACE" ||
     ! install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0700 "$AGENT_HOME/.config/agentbox" "$AGENT_HOME/.claude" ||
-    ! chown "$AGENT_USER:$AGENT_GROUP" "$AGENT_HOME/.claude.json" "$AGENT_HOME"/.config/agentbox/*; then
+    ! chown -h "$AGENT_USER:$AGENT_GROUP" "$AGENT_HOME/.claude.json" "$AGENT_HOME"/.config/agentbox/*; then
     fail "could not prepare $AGENT_HOME"
   fi
 }
@@ -140,15 +239,25 @@ kept_volume_files() { # STAGE: this box's files on a kept volume, as the agent
 
 attach_volume() {
   local dev uuid origin=kept stage=/run/agentbox-volume-stage rc
+  # a first boot cut short once the volume was seeded and recorded: only its mount is left to do
+  if [ -s "$VOLUME_STATE" ]; then
+    mount_volume_on_every_boot
+    return
+  fi
   dev=$(agentbox_volume_device "${VOLUME_WAIT_S:-300}") ||
     fail "no volume at $VOLUME_GLOB after ${VOLUME_WAIT_S:-300} s (pulumi up attaches it; see the cloud console)" || return 1
   blkid -p "$dev" >/dev/null 2>&1
   rc=$?
   case $rc in
-    0) ;;
+    0)
+      # formatted by this box on a first boot cut short before the volume was recorded: seeded again (the volume
+      # never was the agent's home, and the stage below follows no link on it)
+      [ "$(blkid -s UUID -o value "$dev")" = "$(sed -n 's/^uuid=//p' "$VOLUME_STATE.formatted" 2>/dev/null)" ] && origin=new
+      ;;
     2)
       mkfs.ext4 -q -L agentbox-home -m 0 "$dev" || fail "mkfs.ext4 $dev failed" || return 1
       origin=new
+      echo "uuid=$(blkid -s UUID -o value "$dev")" >"$VOLUME_STATE.formatted"
       ;;
     *) fail "blkid cannot read $dev (status $rc)" || return 1 ;;
   esac
@@ -172,14 +281,19 @@ attach_volume() {
     return 1
   fi
   umount "$stage"
-  printf 'device=%s\nuuid=%s\norigin=%s\n' "$dev" "$uuid" "$origin" >"$VOLUME_STATE"
-  # every boot from now on: agentbox-volume.service mounts it, and the agent's user manager waits for that
+  printf 'device=%s\nuuid=%s\norigin=%s\n' "$dev" "$uuid" "$origin" >"$VOLUME_STATE.tmp" && mv "$VOLUME_STATE.tmp" "$VOLUME_STATE"
+  rm -f "$VOLUME_STATE.formatted"
+  mount_volume_on_every_boot || return 1
+  echo "volume $dev ($([ $origin = new ] && echo "formatted now" || echo "kept from an earlier box")) is $AGENT_HOME"
+}
+
+# every boot from now on: agentbox-volume.service mounts it, and the agent's user manager waits for that
+mount_volume_on_every_boot() {
   mkdir -p "/etc/systemd/system/user@$AGENT_UID.service.d"
   printf '[Unit]\nRequires=agentbox-volume.service\nAfter=agentbox-volume.service\n' \
     >"/etc/systemd/system/user@$AGENT_UID.service.d/agentbox-volume.conf"
   systemctl daemon-reload
-  systemctl enable --now agentbox-volume.service || fail "cannot mount the volume on $AGENT_HOME" || return 1
-  echo "volume $dev ($([ $origin = new ] && echo "formatted now" || echo "kept from an earlier box")) is $AGENT_HOME"
+  systemctl enable --now agentbox-volume.service || fail "cannot mount the volume on $AGENT_HOME"
 }
 
 expected_platform() {
@@ -280,9 +394,15 @@ start_egress_allowlist() {
 
 enable_upgrades() {
   apt_lists
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unattended-upgrades >/dev/null ||
+  apt_get install -y -qq --no-install-recommends unattended-upgrades >/dev/null ||
     fail "apt could not install unattended-upgrades" || return 1
   systemctl enable --now apt-daily.timer apt-daily-upgrade.timer || fail "the apt timers did not start"
+}
+
+start_watch() {
+  # journald reads its cap (journald.conf.d, written by cloud-init after journald started) only when it starts
+  systemctl restart systemd-journald || fail "journald did not restart with its cap" || return 1
+  systemctl enable --now agentbox-watch.timer || fail "the watcher's timer did not start (systemctl status agentbox-watch.timer)"
 }
 
 # What `systemctl --user enable UNIT` does, done as files: cloud-init runs as root with no login session, where
@@ -294,6 +414,8 @@ enable_user_unit() {
 }
 
 start_agent() {
+  # where the agent's hooks record its turn and its login (read, validated, by the watcher and agentbox-status)
+  install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 /var/lib/agentbox/agent || fail "could not make /var/lib/agentbox/agent" || return 1
   # enabled before linger, so the user manager starts it itself
   enable_user_unit claude-agent.service || fail "could not enable claude-agent.service" || return 1
   loginctl enable-linger "$AGENT_USER" || fail "loginctl enable-linger failed" || return 1
@@ -318,7 +440,10 @@ start_workflow() {
   as_agent systemctl --user start --no-block agentbox-workflow.service || fail "agentbox-workflow.service did not start"
 }
 
-install_tailscale() {
+# Tailscale on a busy or slow first boot: the install (its repository, then apt) and the join are each tried 5 times
+# with backoff (5, 10, 20, 40 s between tries), well within the single-use auth key's hour.
+TAILSCALE_ATTEMPTS=5
+install_tailscale_once() {
   # Tailscale's official apt repository, as its install script sets it up on Debian and Ubuntu. Both files are
   # fetched before either is put in place: a half-written source would break every later apt-get update.
   local id codename tmp
@@ -335,23 +460,76 @@ install_tailscale() {
   install -m 0644 "$tmp/tailscale.list" /etc/apt/sources.list.d/tailscale.list
   rm -rf "$tmp"
   apt_lists
-  if ! apt-get update -qq -o Dir::Etc::sourcelist=sources.list.d/tailscale.list -o Dir::Etc::sourceparts=- ||
-    ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tailscale tailscale-archive-keyring; then
+  if ! apt_get update -qq -o Dir::Etc::sourcelist=sources.list.d/tailscale.list -o Dir::Etc::sourceparts=- ||
+    ! apt_get install -y -qq tailscale tailscale-archive-keyring; then
     fail "apt could not install tailscale"
   fi
 }
+install_tailscale() {
+  agentbox_retry $TAILSCALE_ATTEMPTS 5 install_tailscale_once || fail "$REASON ($TAILSCALE_ATTEMPTS attempts)"
+}
 
+# The auth key is in /run (write_files put it there: never on a disk), which a reboot empties. A resumed first boot
+# takes it again from cloud-init's own copy of the user-data, root's alone, straight into root's /run/agentbox:
+# nothing the agent could have shaped is read or written (unlike cloud-init's write_files, which would write into
+# the agent's home again).
+restore_tailscale_key() {
+  local ud=/var/lib/cloud/instance/user-data.txt
+  [ -r "$ud" ] || return 1
+  (
+    umask 077
+    python3 - "$ud" "$TAILSCALE_KEY" >"$TAILSCALE_KEY.tmp" <<'EOF' && mv "$TAILSCALE_KEY.tmp" "$TAILSCALE_KEY"
+import base64, gzip, sys, yaml
+raw = open(sys.argv[1], "rb").read()
+doc = yaml.safe_load(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw) or {}
+for f in doc.get("write_files") or []:
+    if f.get("path") == sys.argv[2]:
+        content, enc = f.get("content", ""), (f.get("encoding") or "").lower()
+        data = content.encode() if isinstance(content, str) else content
+        if enc in ("b64", "base64"):
+            data = base64.b64decode(data)
+        elif enc in ("gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
+            data = gzip.decompress(base64.b64decode(data))
+        elif enc:
+            sys.exit(1)
+        sys.stdout.buffer.write(data)
+        sys.exit(0 if data.strip() else 1)
+sys.exit(1)
+EOF
+  ) || { rm -f "$TAILSCALE_KEY.tmp"; return 1; }
+}
+
+tailscale_joined() { tailscale status --json --peers=false 2>/dev/null | grep -q '"BackendState": *"Running"'; }
+tailscale_up() { tailscale "$@" || fail "tailscale up failed (expired or used auth key?)"; }
 join_tailnet() {
   local args=(up --auth-key="file:$TAILSCALE_KEY" --hostname="$TAILSCALE_HOSTNAME" --timeout=120s)
   [ -n "${TAILSCALE_TAGS:-}" ] && args+=(--advertise-tags="$TAILSCALE_TAGS")
   [ "${TAILSCALE_SSH:-0}" = 1 ] && args+=(--ssh)
+  # a first boot cut short right after the join: the key is spent, and the device is on the tailnet
+  if tailscale_joined; then
+    echo "already on the tailnet"
+    rm -f "$TAILSCALE_KEY"
+    return 0
+  fi
   [ -s "$TAILSCALE_KEY" ] || fail "no auth key at $TAILSCALE_KEY (already used on an earlier boot?)" || return 1
-  tailscale "${args[@]}" || { rm -f "$TAILSCALE_KEY"; fail "tailscale up failed (expired or used auth key?)"; return 1; }
+  if ! agentbox_retry $TAILSCALE_ATTEMPTS 5 tailscale_up "${args[@]}"; then
+    # left for a retry by hand (root's alone, in memory: gone at the next reboot)
+    fail "$REASON ($TAILSCALE_ATTEMPTS attempts; the key is left in $TAILSCALE_KEY: sudo tailscale up --auth-key=file:$TAILSCALE_KEY ...)"
+    return 1
+  fi
   # single-use key: spent now, and never needed again
   rm -f "$TAILSCALE_KEY"
 }
 
 tailscale_step() {
+  # first, so that a failed install still leaves the key for a join by hand
+  if [ $RESUME = 1 ] && [ ! -s "$TAILSCALE_KEY" ] && ! tailscale_joined; then
+    if restore_tailscale_key; then
+      echo "the auth key again from cloud-init's copy of the user-data"
+    else
+      echo "no auth key in cloud-init's copy of the user-data"
+    fi
+  fi
   install_tailscale || return 1
   join_tailnet
 }
@@ -417,9 +595,17 @@ case $MODE in
     ;;
 esac
 
-: >"$STATUS"
+if [ $RESUME = 1 ]; then
+  resumed=$(($(status_of resumed | grep -xE '[0-9]{1,6}' || echo 0) + 1))
+  echo "agentbox: resuming provisioning after an interrupted first boot (resume $resumed; the steps ok before are kept)"
+  status_set resumed "$resumed"
+else
+  : >"$STATUS"
+fi
 status_set result provisioning
 mandatory_ok=1 optional_ok=1 firewall_ok=1
+# What cloud-init did not install (its package module cut short, or failed): the firewall below needs nftables.
+if [ -n "$(missing_packages)" ]; then step packages install_packages || optional_ok=0; fi
 # The host firewall first: until it loads, only the cloud's firewall and key-only sshd protect the box, and the
 # volume below may be waited for a while. A firewall that did not load fails the box (result=failed) without
 # stopping the agent: the cloud firewall remains.
@@ -428,6 +614,14 @@ step firewall start_firewall || firewall_ok=0
 # agent. Without the volume the agent does not start.
 step home prepare_home || mandatory_ok=0
 if [ "${VOLUME:-0}" = 1 ] && [ $mandatory_ok = 1 ]; then step volume attach_volume || mandatory_ok=0; fi
+# resumed: the volume recorded on an earlier boot is mounted by agentbox-volume.service, as long as it takes to appear
+if [ $RESUME = 1 ] && [ "$(status_of volume)" = ok ] && ! mountpoint -q "$AGENT_HOME"; then
+  echo "agentbox: waiting for the volume on $AGENT_HOME (agentbox-volume.service, /run/agentbox/volume-wait)"
+  if ! systemctl start agentbox-volume.service; then
+    status_set volume "failed: not mounted on this boot (systemctl status agentbox-volume)"
+    mandatory_ok=0
+  fi
+fi
 step claude install_claude || mandatory_ok=0
 step memory start_memory_limits || optional_ok=0
 # Before the agent starts, so that it never runs unrestricted; a failure fails the box like the firewall's.
@@ -443,7 +637,11 @@ if [ "${WORKFLOW:-0}" = 1 ] && [ $mandatory_ok = 1 ]; then step workflow start_w
 if [ "${TAILSCALE:-0}" = 1 ]; then step tailscale tailscale_step || optional_ok=0; fi
 # Security updates: installed once the agent runs, so they are never on the way to a working box.
 if [ "${UNATTENDED_UPGRADES:-0}" = 1 ]; then step updates enable_upgrades || optional_ok=0; fi
+# The weeks-long box: the watcher (disk, updates that need a reboot, the agent's login) from now on, every 5 minutes.
+step watch start_watch || optional_ok=0
 
+# the resume, last but for the result: `agentbox-status` lists it after the steps that did not end ok
+if [ $RESUME = 1 ]; then status_set resumed "$resumed"; fi
 if [ $mandatory_ok = 0 ] || [ $firewall_ok = 0 ]; then
   status_set result failed
 elif [ $optional_ok = 0 ]; then
@@ -452,4 +650,10 @@ else
   status_set result ready
 fi
 echo "agentbox: $(grep '^result=' "$STATUS")"
-grep -q '^result=ready$' "$STATUS"
+# A resumed run fails its unit only when the box failed: degraded is the status file's, the banner's and
+# agentbox-status's to say (cloud-init, on a first boot, has no other way to tell it than an error).
+if [ $RESUME = 1 ]; then
+  ! grep -q '^result=failed$' "$STATUS"
+else
+  grep -q '^result=ready$' "$STATUS"
+fi

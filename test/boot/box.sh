@@ -11,7 +11,8 @@
 # env:   CLOUD_INIT_TIMEOUT (900 s), KEEP_RUN=1 (keep the run directory after a passing test),
 #        EXPECT_CLAUDE_VERSION, AGENT_USER (agent), AGENT_UNIT (claude-agent.service),
 #        TMUX_SESSION (claude), TMUX_SOCKET (tmux -L name, default agentbox; empty = the default socket),
-#        KILL_ROUNDS (5), AGENTBOX_BOOT_CACHE (see lib.sh), BOX_ROOTFS (boot this root instead of the stock one)
+#        KILL_ROUNDS (5), AGENTBOX_BOOT_CACHE (see lib.sh), BOX_ROOTFS (boot this root instead of the stock one),
+#        INTERRUPT_FIRST_BOOT (auto: the digitalocean CI stack's; 1, 0: see checks-resume.sh)
 set -euo pipefail
 HERE=$(dirname "$0")
 . "$HERE/lib.sh"
@@ -23,6 +24,8 @@ HERE=$(dirname "$0")
 . "$HERE/checks-ssh.sh"
 . "$HERE/checks-hostile.sh"
 . "$HERE/checks-memory.sh"
+. "$HERE/checks-resume.sh"
+. "$HERE/checks-weeks.sh"
 
 CLOUD_INIT_TIMEOUT=${CLOUD_INIT_TIMEOUT:-900}
 NAME='' RUN_DIR='' PROXY='' T_BOOT=''
@@ -85,6 +88,7 @@ cmd_test() {
   start_box "$ud"
   # from here on a failing command is a finding for the checks to report, not a reason to stop
   set +e
+  interrupt_first_boot
   start_wait_ready
 
   check_network
@@ -96,7 +100,9 @@ cmd_test() {
     not_ok "cloud-init finished (/run/cloud-init/result.json) within $CLOUD_INIT_TIMEOUT s" "$(tail -n 20 "$RUN_DIR/console.log")"
   fi
   AUID=$(cin id -u "$AGENT" 2>/dev/null)
+  check_resumed
   check_status
+  check_busy_first_boot
   check_cloud_init_errors
   check_agent_user
   check_claude_install
@@ -122,16 +128,20 @@ cmd_test() {
   check_secrets
   check_system ""
   check_wait_ready_failure
+  check_weeks
   collect_artifacts ""
 
   # what destroy and a replacement do first; the reboot then shows the box comes back from it
   check_release_before_delete
   box_poweroff "$RUN_DIR"
   local t2
+  hide_volume_for_reboot
   t2=$(now)
   box_boot "$RUN_DIR" "$NAME" "$RUN_DIR/console-reboot.log"
+  check_late_volume "$t2"
   box_wait_booted 120 || log "the box did not finish starting up within 120 s after the reboot"
   check_after_reboot
+  check_weeks_after_reboot
   active=$(unit_active_since) && t_reboot=$(seconds_between "$t2" "$active")
   check_ssh_logins "after reboot: "
   check_volume_after_reboot

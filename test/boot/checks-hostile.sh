@@ -67,10 +67,12 @@ play_hostile_agent() {
   log "hostile agent: $(as_agent sh -c 'cd && ls -ld .claude.json .config/agentbox .ssh .config/systemd/user/default.target.wants .agentbox-volume' 2>&1 | awk '{ print $1, $(NF-2), $(NF-1), $NF }' | paste -sd ';' -)"
 }
 
-outside_home_is_not_agents() { # nothing on the root disk outside the home (and the workflow's state) is the agent's
+# nothing on the root disk outside the home (and the workflow's and the hooks' state) is the agent's
+outside_home_is_not_agents() {
   local found
   found=$(cin find / -xdev \( -user "$AGENT" -o -group "$AGENT" \) ! -path "/home/$AGENT" ! -path "/home/$AGENT/*" \
-    ! -path '/var/lib/agentbox/workflow' ! -path '/var/lib/agentbox/workflow/*' ! -path '/var/tmp/*' 2>&1)
+    ! -path '/var/lib/agentbox/workflow' ! -path '/var/lib/agentbox/workflow/*' \
+    ! -path '/var/lib/agentbox/agent' ! -path '/var/lib/agentbox/agent/*' ! -path '/var/tmp/*' 2>&1)
   [ -z "$found" ] || {
     echo "$found"
     return 1

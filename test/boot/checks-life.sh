@@ -130,8 +130,8 @@ sys.exit(1)' "$NTFY_TOPIC_PATH" "$NTFY_AUTH_SHA" "$1"
 check_notifications() {
   wants_notify || return 0
   local token url event out t0 elapsed
-  url=$(sed -n 's/^ *NTFY_URL=//p' "$RUN_DIR/user-data")
-  token=$(sed -n 's/^ *NTFY_TOKEN=//p' "$RUN_DIR/user-data")
+  url=$(sed -n 's/^ *NTFY_URL=//p' "$RUN_DIR/user-data" | head -n 1)
+  token=$(sed -n 's/^ *NTFY_TOKEN=//p' "$RUN_DIR/user-data" | head -n 1)
   NTFY_TOPIC_PATH=/${url##*/}
   NTFY_AUTH_SHA=$(printf 'Bearer %s' "$token" | sha256sum | cut -d' ' -f1)
   check "Claude Code's managed settings carry the hooks (valid JSON)" \

@@ -126,7 +126,8 @@ check_status() {
   for step in claude agent; do
     if [ "$(status_get "$step")" = ok ]; then ok "status: $step=ok"; else not_ok "status: $step=ok" "$status"; fi
   done
-  bad=$(grep -v -e '^tailscale=' -e '^result=' -e '^[A-Za-z0-9_-]*=ok$' <<<"$status" || true)
+  # resumed=N: provisioning resumed after a first boot cut short (checks-resume.sh)
+  bad=$(grep -v -e '^tailscale=' -e '^result=' -e '^resumed=[0-9]*$' -e '^[A-Za-z0-9_-]*=ok$' <<<"$status" || true)
   if [ -z "$bad" ]; then ok "status: every step but tailscale is ok"; else not_ok "status: every step but tailscale is ok" "$bad"; fi
   tailscale=$(status_get tailscale)
   result=$(status_get result)
@@ -147,6 +148,8 @@ check_cloud_init_errors() {
   result=$(status_get result 2>/dev/null || true)
   want=1
   [ "$result" = ready ] && want=0
+  # provisioning resumed on a later boot: this boot's cloud-init ran no runcmd, and so reports nothing
+  [ -n "$(status_get resumed 2>/dev/null)" ] && want=0
   out=$(cin python3 -c '
 import json, sys
 r = json.load(open("/run/cloud-init/result.json"))["v1"]
@@ -446,6 +449,14 @@ check_updates() {
   check "unattended-upgrades installed" cin dpkg -s unattended-upgrades
   check "apt runs unattended-upgrade daily and never reboots" upgrades_configured
   check "apt-daily-upgrade.timer is enabled" cin systemctl is-enabled apt-daily-upgrade.timer
+  check "unattended-upgrades takes Tailscale's repository as well as the distribution's security updates" tailscale_updated
+}
+
+tailscale_updated() {
+  local patterns
+  patterns=$(cin apt-config dump Unattended-Upgrade::Origins-Pattern 2>&1)
+  echo "$patterns"
+  grep -qF '"origin=Tailscale"' <<<"$patterns" && grep -qi 'security' <<<"$patterns"
 }
 
 upgrades_configured() {

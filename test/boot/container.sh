@@ -144,6 +144,37 @@ box_poweroff() { # box_poweroff RUN_DIR
   done
 }
 
+# A crash or a power loss: the box's systemd-nspawn killed outright, no shutdown inside, and whatever of the box is
+# left in the run's cgroup after it. The disk (the overlay), the network and the volume stay: box_boot boots the
+# same disk again. box_kill RUN_DIR
+box_kill() {
+  local dir=$1 pid leader cg h
+  pid=$(state_get "$dir" NSPAWN_PID)
+  leader=$(state_get "$dir" LEADER)
+  cg=$(state_get "$dir" CGROUP)
+  [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+  # box_boot started it in the background of this shell: reaped here, or box_running would see a zombie
+  wait "$pid" 2>/dev/null
+  for _ in $(seq 50); do
+    if [ -z "$leader" ] || [ ! -e "/proc/$leader" ]; then break; fi
+    sleep 0.1
+  done
+  if [ -n "$cg" ] && [ -e "/sys/fs/cgroup/unified/$cg/cgroup.kill" ] &&
+    [ -n "$(find "/sys/fs/cgroup/unified/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ]; then
+    echo 1 >"/sys/fs/cgroup/unified/$cg/cgroup.kill"
+    for _ in $(seq 50); do
+      [ -z "$(find "/sys/fs/cgroup/unified/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  fi
+  # the cgroups the box's systemd made below the run's: the next boot makes its own
+  for h in systemd unified; do
+    [ -n "$cg" ] && [ -d "/sys/fs/cgroup/$h/$cg" ] &&
+      find "/sys/fs/cgroup/$h/$cg" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  return 0
+}
+
 # undo everything the run made, in reverse order; safe to call more than once
 box_teardown() { # box_teardown RUN_DIR
   local dir=$1 cg h loop
