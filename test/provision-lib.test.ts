@@ -69,3 +69,28 @@ describe("agentbox_retry ATTEMPTS FIRST_DELAY COMMAND...", () => {
     expect(r).toEqual({ status: 7, stdout: "" });
   });
 });
+
+describe("agentbox_printable: text the agent shaped, made safe for a terminal", () => {
+  const printable = (input: Buffer) =>
+    spawnSync("bash", ["-c", `. "$1"\nagentbox_printable`, "bash", LIB], { input }).stdout as Buffer;
+
+  test("C0 controls but tab and newline, DEL and UTF-8 C1 controls go; text and other UTF-8 stay", () => {
+    const input = Buffer.concat([
+      Buffer.from("ok\t\x1b[31mred\x07\x7f\n"),
+      Buffer.from([0xc2, 0x9b]),
+      Buffer.from("31m é ü\n"),
+    ]);
+    expect(printable(input).toString("utf8")).toBe("ok\t[31mred\n31m é ü\n");
+  });
+
+  test("a C1 control split around another does not come back whole (one sed pass would rejoin it)", () => {
+    const split = Buffer.from([0xc2, 0xc2, 0x9b, 0x9b, 0x41, 0xc2, 0xc2, 0xc2, 0x9d, 0x9d, 0x9d]);
+    const out = printable(split);
+    for (let i = 0; i + 1 < out.length; i++) {
+      expect(out[i] === 0xc2 && out[i + 1]! >= 0x80 && out[i + 1]! <= 0x9f, `byte ${i} of ${out.toString("hex")}`).toBe(
+        false,
+      );
+    }
+    expect(out.toString("latin1")).toContain("A");
+  });
+});

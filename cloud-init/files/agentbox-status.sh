@@ -14,7 +14,7 @@ steps=$(grep -v -e '^result=' "$STATUS" 2>/dev/null | grep -v '=ok$' | paste -sd
 row provision: "$(status_of result || true)${steps:+ ($steps)}  [$STATUS]"
 row cloud-init: "$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
 
-if unit=$(agentbox_as_agent systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
+if unit=$(agentbox_agent_output systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
   -p ActiveEnterTimestamp 2>/dev/null | agentbox_printable) && [ -n "$unit" ]; then
   state=$(sed -n 's/^ActiveState=//p' <<<"$unit")/$(sed -n 's/^SubState=//p' <<<"$unit")
   since=$(sed -n 's/^ActiveEnterTimestamp=//p' <<<"$unit")
@@ -33,7 +33,7 @@ fi
 # run this: it is read with the agent's rights (a link to a file only root may read shows nothing), at most 4 KiB,
 # and every value is checked before use, never evaluated, and printed without control characters.
 WF_STATE=/var/lib/agentbox/workflow/state
-if wf_text=$(agentbox_as_agent timeout 5 head -c 4096 "$WF_STATE" 2>/dev/null) && [ -n "$wf_text" ]; then
+if wf_text=$(agentbox_agent_output timeout 5 head -c 4096 "$WF_STATE") && [ -n "$wf_text" ]; then
   wf() { sed -n "s/^$1=//p" <<<"$wf_text" | head -n 1 | agentbox_printable | tr -d '\t' | cut -c 1-160; }
   number() { [[ $1 =~ ^(0|[1-9][0-9]{0,11})$ ]] && echo "$1"; }
   started=$(number "$(wf started)") ended=$(number "$(wf ended)") minutes=$(number "$(wf timeout_minutes)")
@@ -82,8 +82,8 @@ else
 fi
 
 # The agent's login as its hooks last saw it: the agent's file, read like the workflow's state; else the watcher's copy.
-auth_text=$(agentbox_as_agent timeout 5 head -c 4096 /var/lib/agentbox/agent/auth 2>/dev/null) ||
-  auth_text=$(sed -n 's/^auth_//p; s/^auth=/state=/p' "$WATCH" 2>/dev/null)
+auth_text=$(agentbox_agent_output timeout 5 head -c 4096 /var/lib/agentbox/agent/auth)
+[ -n "$auth_text" ] || auth_text=$(sed -n 's/^auth_//p; s/^auth=/state=/p' "$WATCH" 2>/dev/null)
 auth_of() { sed -n "s/^$1=//p" <<<"$auth_text" | head -n 1 | grep -E "^($2)\$"; }
 case $(auth_of state 'ok|failed') in
   ok) row auth: "ok (the last turn went through)" ;;
@@ -99,6 +99,6 @@ case $(auth_of state 'ok|failed') in
 esac
 
 echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
-agentbox_as_agent tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" 2>/dev/null |
+agentbox_agent_output tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" |
   agentbox_printable | sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
   echo "  (no tmux session)"

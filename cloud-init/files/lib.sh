@@ -45,7 +45,11 @@ agentbox_as_agent() {
 
 # Text the agent could have shaped, made safe for a terminal: C0 controls but tab and newline, DEL, and the C1
 # controls as UTF-8 encodes them (a terminal obeys either) are dropped. A filter: stdin to stdout.
-agentbox_printable() { LC_ALL=C tr -d '\000-\010\013-\037\177' | LC_ALL=C sed 's/\xc2[\x80-\x9f]//g'; }
+# The sed loops: one pass would join the halves of a split C1 control ("\xc2\xc2\x9b\x9b") into a whole one.
+agentbox_printable() { LC_ALL=C tr -d '\000-\010\013-\037\177' | LC_ALL=C sed ':a; s/\xc2[\x80-\x9f]//g; ta'; }
+# What a command run as the agent prints, read by root with a bound of root's own: a process of the agent's could
+# hold the pipe open (timeout ends the command, not what the agent started beside it). agentbox_agent_output CMD...
+agentbox_agent_output() { agentbox_as_agent "$@" 2>/dev/null | timeout "${AGENTBOX_AS_AGENT_TIMEOUT:-20}" head -c 65536; }
 
 # Prints the persistent volume's block device (at $VOLUME_GLOB, where the cloud's udev links it), waiting up to
 # SECONDS for it to appear; with UUID, only the volume whose filesystem has it. agentbox_volume_device SECONDS [UUID]

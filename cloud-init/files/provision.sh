@@ -57,6 +57,8 @@ if [ $MODE = box ]; then
   AGENT_GROUP=$(id -gn "$AGENT_USER")
   # one provisioning at a time (a resume started by hand while cloud-init's run goes on); /run/agentbox is root's
   install -d -m 0755 /run/agentbox
+  # 0600: the agent could otherwise open it and hold the lock (flock needs no write access)
+  (umask 077 && : >>/run/agentbox/provision.lock)
   exec 9>>/run/agentbox/provision.lock
   if ! flock -n 9; then
     echo "agentbox: provisioning is already running (see $LOG_DIR/provision.log)"
@@ -72,7 +74,8 @@ REASON=
 status_set() { # KEY VALUE: replaces the key's line, keeps the others in order
   local tmp
   tmp=$(mktemp "$STATUS_DIR/.status.XXXXXX")
-  { grep -v "^$1=" "$STATUS" 2>/dev/null || true; echo "$1=$2"; } >"$tmp"
+  # one line, no control characters: a reason may quote what a command of the agent's printed
+  { grep -v "^$1=" "$STATUS" 2>/dev/null || true; printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ' | agentbox_printable | cut -c 1-300)"; } >"$tmp"
   chmod 0644 "$tmp"
   mv "$tmp" "$STATUS"
 }
@@ -118,10 +121,16 @@ npm_cli() {
 # fails at once), so a lock taken between the look below and apt's own is retried with backoff.
 APT_LOCK_WAIT_S=${APT_LOCK_WAIT_S:-900}
 APT_LOCKS=/var/lib/dpkg/lock-frontend,/var/lib/dpkg/lock,/var/lib/apt/lists/lock,/var/cache/apt/archives/lock
-apt_lock_holders() { # "command (pid N)" for each process holding one of the locks (fcntl locks, as lslocks sees them)
-  lslocks --noheadings --raw --output PID,COMMAND,PATH 2>/dev/null |
+# "command (pid N)" for each of root's processes holding one of the locks (fcntl locks, as lslocks sees them): paths
+# are as each process sees them, and the agent could lock a look-alike in a mount namespace of its own
+apt_lock_holders() {
+  local pid holders
+  holders=$(lslocks --noheadings --raw --output PID,COMMAND,PATH 2>/dev/null |
     awk -v locks="$APT_LOCKS" 'BEGIN { n = split(locks, l, ","); for (i = 1; i <= n; i++) want[l[i]] = 1 }
-      ($3 in want) && !seen[$1]++ { printf "%s%s (pid %s)", sep, $2, $1; sep = ", " }'
+      ($3 in want) && !seen[$1]++ { print $1, $2 }')
+  while read -r pid command; do
+    [ -n "$pid" ] && [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = 0 ] && printf '%s (pid %s), ' "$command" "$pid"
+  done <<<"$holders" | sed 's/, $//'
 }
 wait_for_package_lock() { # says so on stderr: apt's callers silence its stdout
   local holders started
@@ -178,7 +187,7 @@ install_packages() {
 as_agent_for() {
   local seconds=$1
   shift
-  timeout -s TERM -k 10 "$seconds" runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@"
+  timeout -s TERM -k 10 "$seconds" runuser -u "$AGENT_USER" -- env HOME="$AGENT_HOME" XDG_RUNTIME_DIR="/run/user/$AGENT_UID" "$@" 9>&-
 }
 as_agent() { as_agent_for 120 "$@"; }
 fetch() { curl -fsSL --proto '=https' --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 300 "$@"; }
@@ -201,7 +210,7 @@ prepare_home() {
 
 # Folders and files in the agent's home, written as the agent (see home-files.sh): root never writes into, or
 # follows a link in, what the agent may have shaped. home_files ROOT dir|file|rm ...
-home_files() { runuser -u "$AGENT_USER" -- "$LIB/home-files" "$@"; }
+home_files() { runuser -u "$AGENT_USER" -- "$LIB/home-files" "$@" 9>&-; }
 LIB=/usr/local/lib/agentbox
 
 # The persistent volume becomes the agent's home: the workspace, Claude Code's history, settings and login, and

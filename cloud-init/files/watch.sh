@@ -41,14 +41,16 @@ notify() {
   AGENTBOX_NOTIFY_ENV=$NOTIFY_ENV timeout 30 /usr/local/lib/agentbox/notify "$1" "$2" </dev/null
 }
 # An agent's file, at most 4 KiB, read as the agent: a link to a root-only file reads as nothing, a FIFO times out.
-agent_file() { agentbox_as_agent timeout 5 head -c 4096 -- "$1" 2>/dev/null; }
+agent_file() { AGENTBOX_AS_AGENT_TIMEOUT=10 agentbox_agent_output timeout 5 head -c 4096 -- "$1"; }
 # value TEXT KEY PATTERN: KEY's first value, only when all of it matches PATTERN
 value() {
   local v
   v=$(sed -n "s/^$2=//p" <<<"$1" | head -n 1)
   [[ $v =~ ^($3)$ ]] && printf '%s' "$v"
 }
-agent_find() { AGENTBOX_AS_AGENT_TIMEOUT=300 agentbox_as_agent find -P "$@" 2>/dev/null; }
+agent_find() { AGENTBOX_AS_AGENT_TIMEOUT=300 agentbox_agent_output find -P "$@"; }
+# the same, for a find that deletes: what it prints (the agent's to shape) goes nowhere, not into root's journal
+agent_delete() { AGENTBOX_AS_AGENT_TIMEOUT=300 agentbox_as_agent find -P "$@" >/dev/null 2>&1; }
 
 # --- disk ---
 
@@ -73,19 +75,19 @@ workflow_running() {
 # running one). The runs' folders are listed as the agent and their names checked.
 housekeeping() {
   local dir=$AGENT_HOME/agentbox-runs running old=()
-  agent_find "$AGENT_HOME/.claude/debug" -xdev -mindepth 1 \( -type f -o -type l \) -mtime +7 -delete
+  agent_delete "$AGENT_HOME/.claude/debug" -xdev -mindepth 1 \( -type f -o -type l \) -mtime +7 -delete
   running=$(workflow_running) || running=none
   [ "$running" = unknown ] && return
   mapfile -t old < <(agent_find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -E "^$RUN_RE\$" | sort -r |
     tail -n +$((KEEP + 1)) | grep -vxF -- "$running" | sed "s#^#$dir/#")
-  ((${#old[@]})) && agent_find "${old[@]}" -xdev -delete
+  ((${#old[@]})) && agent_delete "${old[@]}" -xdev -delete
 }
 
 # At the warning level, in the home: all of Claude Code's debug logs and the caches. A log claude still writes frees
 # its blocks only when emptied (deleted, they stay until claude closes it): emptied first.
 free_home() {
-  agent_find "$AGENT_HOME/.claude/debug" -xdev -mindepth 1 -type f -exec truncate -s 0 -- {} +
-  agent_find "$AGENT_HOME/.claude/debug" "$AGENT_HOME/.cache" "$AGENT_HOME/.npm/_cacache" -xdev -mindepth 1 -delete
+  agent_delete "$AGENT_HOME/.claude/debug" -xdev -mindepth 1 -type f -exec truncate -s 0 -- {} +
+  agent_delete "$AGENT_HOME/.claude/debug" "$AGENT_HOME/.cache" "$AGENT_HOME/.npm/_cacache" -xdev -mindepth 1 -delete
 }
 # ... on the root disk: the journal down to its cap, apt's downloaded packages (not while apt runs: its lock)
 free_root() {
@@ -226,8 +228,11 @@ put checked "$NOW"
 disk
 updates
 auth
-tmp=$(mktemp "$WATCH.XXXXXX") && printf '%s\n' "${W[@]}" >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$WATCH" ||
-  echo "watch: could not write $WATCH"
+if ! { tmp=$(mktemp "$WATCH.XXXXXX") && printf '%s\n' "${W[@]}" >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$WATCH"; }; then
+  # the record holds the guard against a second reboot within the hour: no reboot without it
+  echo "watch: could not write $WATCH${REBOOT:+; the reboot waits for the next run}"
+  REBOOT=''
+fi
 if [ -n "$REBOOT" ]; then
   notify updates "rebooting now for $REBOOT; the agent resumes its conversation after the boot"
   systemctl reboot

@@ -211,16 +211,22 @@ egress_logged() { # egress_logged LOG RE
 
 # egress=allowlist: the agent's uid, and forwarded traffic, reach only the allowed sets and the box's resolvers
 check_egress() {
-  local output log host_ip box_ip
+  local output allowlist log host_ip box_ip
   host_ip=$(state_get "$RUN_DIR" HOST_IP)
   box_ip=$(state_get "$RUN_DIR" BOX_IP)
   output=$(cin nft list chain inet agentbox output 2>&1)
+  # read whole, then searched: `nft ... | grep -q` fails under pipefail when grep exits before nft has written all
+  # (and again when a refresh's transaction interrupted the listing: nft then reports an error)
+  for _ in 1 2 3; do
+    allowlist=$(cin nft list chain inet agentbox allowlist 2>&1) && break
+    sleep 1
+  done
   if grep -Eq "meta skuid (\"?$AGENT\"?|$AUID) jump allowlist" <<<"$output" &&
     grep -Eq "meta skuid (\"?$AGENT\"?|$AUID) reject" <<<"$output" &&
-    cin nft list chain inet agentbox allowlist | grep -q '@egress4 accept'; then
+    grep -q '@egress4 accept' <<<"$allowlist"; then
     ok "egress allow-list: $AGENT may reach only the allowed sets and DNS"
   else
-    not_ok "egress allow-list: $AGENT may reach only the allowed sets and DNS" "$output"
+    not_ok "egress allow-list: $AGENT may reach only the allowed sets and DNS" "$output"$'\n'"$allowlist"
   fi
   check "egress allow-list: agentbox-egress.service ran and succeeded" egress_ran
   check "egress allow-list: agentbox-egress.timer is active" cin systemctl is-active agentbox-egress.timer

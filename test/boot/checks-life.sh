@@ -210,7 +210,7 @@ prepare_volume() {
 
 volume_origin_is() { [ "$(cin sed -n 's/^origin=//p' /var/lib/agentbox/volume)" = "$1" ]; }
 volume_unit_ok() { cin systemctl is-enabled --quiet agentbox-volume.service && cin systemctl is-active --quiet agentbox-volume.service; }
-user_manager_requires_volume() { cin systemctl show -p Requires --value "user@$AUID.service" | grep -qw agentbox-volume.service; }
+user_manager_requires_volume() { grep -qw agentbox-volume.service <<<"$(cin systemctl show -p Requires --value "user@$AUID.service")"; }
 file_says() { [ "$(cin cat "$1")" = "$2" ]; } # file_says PATH TEXT
 on_home_mount() { [ "$(cin findmnt -n -o TARGET -T "$1")" = "/home/$AGENT" ]; }
 # the filesystem on /home/agent is the one the first boot recorded, on the device where the volume shows up
