@@ -33,7 +33,7 @@ fi
 # run this: it is read with the agent's rights (a link to a file only root may read shows nothing), at most 4 KiB,
 # and every value is checked before use, never evaluated, and printed without control characters.
 WF_STATE=/var/lib/agentbox/workflow/state
-if wf_text=$(agentbox_agent_output timeout 5 head -c 4096 "$WF_STATE") && [ -n "$wf_text" ]; then
+if wf_text=$(agentbox_agent_file "$WF_STATE") && [ -n "$wf_text" ]; then
   wf() { sed -n "s/^$1=//p" <<<"$wf_text" | head -n 1 | agentbox_printable | tr -d '\t' | cut -c 1-160; }
   number() { [[ $1 =~ ^(0|[1-9][0-9]{0,11})$ ]] && echo "$1"; }
   started=$(number "$(wf started)") ended=$(number "$(wf ended)") minutes=$(number "$(wf timeout_minutes)")
@@ -82,7 +82,7 @@ else
 fi
 
 # The agent's login as its hooks last saw it: the agent's file, read like the workflow's state; else the watcher's copy.
-auth_text=$(agentbox_agent_output timeout 5 head -c 4096 /var/lib/agentbox/agent/auth)
+auth_text=$(agentbox_agent_file /var/lib/agentbox/agent/auth)
 [ -n "$auth_text" ] || auth_text=$(sed -n 's/^auth_//p; s/^auth=/state=/p' "$WATCH" 2>/dev/null)
 auth_of() { sed -n "s/^$1=//p" <<<"$auth_text" | head -n 1 | grep -E "^($2)\$"; }
 case $(auth_of state 'ok|failed') in

@@ -50,6 +50,9 @@ agentbox_printable() { LC_ALL=C tr -d '\000-\010\013-\037\177' | LC_ALL=C sed ':
 # What a command run as the agent prints, read by root with a bound of root's own: a process of the agent's could
 # hold the pipe open (timeout ends the command, not what the agent started beside it). agentbox_agent_output CMD...
 agentbox_agent_output() { agentbox_as_agent "$@" 2>/dev/null | timeout "${AGENTBOX_AS_AGENT_TIMEOUT:-20}" head -c 65536; }
+# A file the agent may write, read by root or the admin login with the agent's rights, at most 4 KiB: a link to a
+# root-only file reads as nothing, a FIFO times out. Every value in it is still to be checked before use.
+agentbox_agent_file() { agentbox_agent_output timeout 5 head -c 4096 -- "$1"; }
 
 # Prints the persistent volume's block device (at $VOLUME_GLOB, where the cloud's udev links it), waiting up to
 # SECONDS for it to appear; with UUID, only the volume whose filesystem has it. agentbox_volume_device SECONDS [UUID]

@@ -556,10 +556,8 @@ claude_in_image() { # PLATFORM
 }
 
 bake_image() {
-  local p os missing=()
-  for p in ${PACKAGES//,/ }; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
+  local os missing
+  mapfile -t missing < <(missing_packages)
   [ ${#missing[@]} = 0 ] || fail "not installed: ${missing[*]} (see /var/log/cloud-init-output.log)" || return 1
   install_claude || return 1
   os=$(. /etc/os-release && echo "$ID-$VERSION_ID")

@@ -40,8 +40,6 @@ notify() {
   [ -r "$NOTIFY_ENV" ] || return 0
   AGENTBOX_NOTIFY_ENV=$NOTIFY_ENV timeout 30 /usr/local/lib/agentbox/notify "$1" "$2" </dev/null
 }
-# An agent's file, at most 4 KiB, read as the agent: a link to a root-only file reads as nothing, a FIFO times out.
-agent_file() { AGENTBOX_AS_AGENT_TIMEOUT=10 agentbox_agent_output timeout 5 head -c 4096 -- "$1"; }
 # value TEXT KEY PATTERN: KEY's first value, only when all of it matches PATTERN
 value() {
   local v
@@ -65,7 +63,7 @@ disk_name() { if [ "$1" = home ]; then echo "the home volume"; else echo "the ro
 # left behind by a box that went down mid-run is no run.
 workflow_running() {
   local text
-  text=$(agent_file "$WF_STATE")
+  text=$(agentbox_agent_file "$WF_STATE")
   [ "$(value "$text" state running)" = running ] || return 1
   case $(agentbox_as_agent systemctl --user is-active agentbox-workflow.service 2>/dev/null) in inactive | failed) return 1 ;; esac
   value "$text" run "$RUN_RE" || echo unknown
@@ -166,7 +164,7 @@ in_window() {
 # the agent's hooks saw a turn start and not end
 mid_turn() {
   local text since
-  text=$(agent_file "$AGENT_STATE/turn")
+  text=$(agentbox_agent_file "$AGENT_STATE/turn")
   since=$(value "$text" since '[0-9]{1,12}')
   [ "$(value "$text" state busy)" = busy ] && [ -n "$since" ] && [ $((NOW - since)) -lt $BUSY_STALE_S ]
 }
@@ -214,7 +212,7 @@ updates() {
 
 auth() {
   local text state
-  text=$(agent_file "$AGENT_STATE/auth")
+  text=$(agentbox_agent_file "$AGENT_STATE/auth")
   state=$(value "$text" state 'ok|failed')
   put auth "${state:-unknown}"
   [ "$state" = failed ] || return 0

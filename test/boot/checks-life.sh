@@ -130,8 +130,8 @@ sys.exit(1)' "$NTFY_TOPIC_PATH" "$NTFY_AUTH_SHA" "$1"
 check_notifications() {
   wants_notify || return 0
   local token url event out t0 elapsed
-  url=$(sed -n 's/^ *NTFY_URL=//p' "$RUN_DIR/user-data" | head -n 1)
-  token=$(sed -n 's/^ *NTFY_TOKEN=//p' "$RUN_DIR/user-data" | head -n 1)
+  url=$(box_env NTFY_URL)
+  token=$(box_env NTFY_TOKEN)
   NTFY_TOPIC_PATH=/${url##*/}
   NTFY_AUTH_SHA=$(printf 'Bearer %s' "$token" | sha256sum | cut -d' ' -f1)
   check "Claude Code's managed settings carry the hooks (valid JSON)" \
@@ -168,7 +168,7 @@ workflow_ended() { case $(wf_get state) in success | failure | timeout) return 0
 check_workflow() {
   wants_workflow || return 0
   local state started ended output minutes
-  minutes=$(sed -n 's/^ *WORKFLOW_TIMEOUT_MINUTES=//p' "$RUN_DIR/user-data")
+  minutes=$(box_env WORKFLOW_TIMEOUT_MINUTES)
   if ! eventually $((minutes * 60 + 120)) workflow_ended >/dev/null; then
     not_ok "workflow: ends within its timeout" "$(cin cat "$WORKFLOW_STATE" 2>&1)"
     return

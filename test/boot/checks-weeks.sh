@@ -13,7 +13,6 @@ HOOK_SESSION=5b7e0c1e-agentbox-test # the session the fed hooks claim to be
 CONVERSATION=/home/${AGENT_USER:-agent}/.claude/projects/-home-${AGENT_USER:-agent}-agentbox-test/$HOOK_SESSION.jsonl
 T_MAINTENANCE=- # seconds from the watcher's start to the agent active again after its reboot
 
-box_env() { sed -n "s/^ *$1=//p" "$RUN_DIR/user-data" | head -n 1; } # box_env KEY: the stack's box setting
 wants_window() { [ -n "$(box_env MAINTENANCE_DAYS)" ]; }
 watch_get() { cin sed -n "s/^$1=//p" "$WATCH_FILE" | head -n 1; }
 watch_is() { [ "$(watch_get "$1")" = "$2" ]; } # watch_is KEY VALUE

@@ -99,6 +99,8 @@ allowed_hosts() {
 is_cloud_config_text() { [ "$(head -c 13 "$1")" = "#cloud-config" ]; }
 user_data_text() { if is_cloud_config_text "$1"; then cat "$1"; else base64 -d "$1" | gunzip; fi; }
 user_data_seed() { if is_cloud_config_text "$1"; then cat "$1"; else base64 -d "$1"; fi; }
+# box_env KEY: a setting the run's user-data gives the box (its first KEY=VALUE line; the ntfy settings are there twice)
+box_env() { sed -n "s/^ *$1=//p" "$RUN_DIR/user-data" | head -n 1; }
 
 # A run directory's `state` file records what the run created, so that teardown (also
 # from another shell: `box.sh stop NAME`) undoes exactly that and nothing else.
