@@ -16,8 +16,7 @@ const fs = require("node:fs");
 const log = (event) => fs.appendFileSync(process.env.STAND_IN_LOG, JSON.stringify(event) + "\\n");
 const argv = process.argv.slice(2);
 if (argv[0] === "version") { process.stdout.write("v3.265.0\\n"); process.exit(0); }
-log({ event: "start", command: argv[0] });
-if (argv[0] !== "up" && argv[0] !== "destroy") process.exit(0);
+// the handlers come before the "start" the tests wait for, so that an interrupt sent at once finds them
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     log({ event: "signal", signal });
@@ -28,6 +27,8 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
     }, Number(process.env.CANCEL_MS));
   });
 }
+log({ event: "start", command: argv[0] });
+if (argv[0] !== "up" && argv[0] !== "destroy") process.exit(0);
 setTimeout(() => { log({ event: "exit" }); process.exit(0); }, Number(process.env.RUN_MS));
 `;
 

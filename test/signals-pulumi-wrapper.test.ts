@@ -18,11 +18,8 @@ const fs = require("node:fs");
 const log = (event) => fs.appendFileSync(process.env.STAND_IN_LOG, JSON.stringify({ pid: process.pid, ...event }) + "\\n");
 const argv = process.argv.slice(2);
 const exit = (code) => { log({ event: "exit", code }); process.exit(code); };
-log({ event: "start", argv });
-if (argv[0] === "stack" && argv[1] === "export" && process.env.STAND_IN_EXPORT) {
-  process.stdout.write(process.env.STAND_IN_EXPORT);
-}
-if (argv[0] === "stack") exit(0);
+// the handlers come before the "start" the tests wait for: an interrupt sent as soon as that is logged must find
+// them (one that came before would end the stand-in with 130, as a CI run once saw)
 let signals = 0;
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
@@ -31,6 +28,11 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
     else exit(Number(process.env.TERMINATE_EXIT));
   });
 }
+log({ event: "start", argv });
+if (argv[0] === "stack" && argv[1] === "export" && process.env.STAND_IN_EXPORT) {
+  process.stdout.write(process.env.STAND_IN_EXPORT);
+}
+if (argv[0] === "stack") exit(0);
 setTimeout(() => exit(0), Number(process.env.RUN_MS ?? 20000));
 `;
 
