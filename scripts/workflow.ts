@@ -1,9 +1,12 @@
 /**
  * One whole workflow cycle for a stack that names a workflow (agentbox:workflowPrompt or workflowPromptFile):
  * `pulumi up`, wait until the box's state file says the workflow ended, copy its output to
- * workflow-runs/<stack>-<UTC time>/, then destroy the box (the protected volume stays).
+ * workflow-runs/<stack>-<run>/, then destroy the box (the protected volume stays). Or the same in two halves that
+ * need no machine to stay awake in between: --detach starts it, --finish (any time, from anywhere) ends it.
  *
  *   npm run workflow -- --stack nightly
+ *   npm run workflow -- --stack nightly --detach
+ *   npm run workflow -- --stack nightly --finish
  *
  * The logic is scripts/workflow-cycle.ts; this file wires in the Automation API and ssh.
  */
@@ -21,40 +24,70 @@ import {
   DEFAULT_POLL_SECONDS,
   EXIT_CODES,
   Interrupts,
+  LAST_TRIES,
   STATE_PATH,
+  boxInState,
   destroyCommand,
   errorLine,
+  finishCommand,
   pulumiSignal,
   runCycle,
+  runDetach,
   runDirName,
+  runFinish,
 } from "./workflow-cycle";
 import { spentKeyReplacements } from "./spent-key.mjs";
 
 const ROOT = join(__dirname, "..");
 
-export const USAGE = `usage: npm run workflow -- --stack <name> [options]
+export const USAGE = `usage: npm run workflow -- --stack <name> [--detach | --finish] [options]
 
 Creates the stack's box, waits until its workflow ends (state success, failure or timeout on the box), copies
-the output to workflow-runs/<stack>-<UTC time>/, then destroys the box, keeping protected resources (the volume).
+the output to workflow-runs/<stack>-<run>/, then destroys the box, keeping protected resources (the volume).
+Or in two halves, with no machine awake in between:
+
+  --detach                create the box, wait until its workflow has started, then exit (0), printing the
+                          --finish command; the box runs the workflow on its own
+  --finish                look at the stack's workflow once: while it runs, say so (how long it has run, its
+                          deadline) and exit 10, changing nothing; once it has ended, or its deadline has passed,
+                          fetch the output and destroy the box, keeping protected resources. Any time, from any
+                          machine with the stack's backend and credentials, any number of times
 
   --stack, -s <name>      the stack; it must set agentbox:workflowPrompt or agentbox:workflowPromptFile
   --poll-seconds <n>      how often to read the box's state file over ssh (default ${DEFAULT_POLL_SECONDS})
-  --keep                  leave the box running at the end (prints the command that destroys it)
-  --destroy-on-failure    destroy even when pulumi up fails (by default the box is left to look at)
+  --keep                  leave the box running at the end (prints the command that destroys it); not with
+                          --detach or --finish
+  --destroy-on-failure    destroy even when pulumi up fails (by default the box is left to look at); not with
+                          --finish
   --help, -h              this text
 
-The wait ends when the box reports an end state, or at a deadline: the workflow's timeout + ${DEFAULT_MARGIN_MINUTES} minutes after up
-returns (+ agentbox:readyTimeoutMinutes when agentbox:waitForReady is false). Failed ssh reads before it are retried.
+The deadline: the workflow's timeout + ${DEFAULT_MARGIN_MINUTES} minutes, from its start as the box recorded it (started= in its state
+file); before the box has said so, from when up returns (+ agentbox:readyTimeoutMinutes when
+agentbox:waitForReady is false), and for --finish from the server's creation in the stack's state +
+agentbox:readyTimeoutMinutes. It is wall-clock time: a machine that slept or was offline past it finds it passed.
+Failed ssh reads before it are retried, however many. Past it, the box is destroyed whether it answers or not
+(not: ${LAST_TRIES} failed reads in a row, and then its output stays on the volume, when the stack has one, in the
+agent's home: ~/agentbox-runs/<run>/; the line says how to get it).
+
+Two finishes at once (a scheduled job and a person): the stack's lock lets one destroy; the other exits 11 having
+changed nothing, and a finish after that finds no box (exit 0).
 
 Ctrl-C (or SIGTERM) cancels pulumi up or ends the wait, then destroys the box (unless --keep); Ctrl-C during that
-destroy cancels it and prints what is left; a third one quits at once.
+destroy cancels it and prints what is left; a third one quits at once. With --finish, Ctrl-C cancels what runs
+(Pulumi cancels a destroy) and nothing more is done.
 
-Exit: 0 success, 1 failure, 2 timeout, 3 the cycle itself failed (up, ssh, destroy, ...), 130 interrupted.
+Exit: 0 success (--detach: the workflow has started; --finish: the stack has no box, nothing to finish),
+1 failure, 2 timeout, 3 the cycle itself failed (up, ssh, destroy, ...), 4 the box was destroyed without its
+output (it did not answer past its deadline), 10 --finish: the workflow still runs (nothing changed), 11 another
+Pulumi operation holds the stack's lock (nothing changed), 130 interrupted.
 A local-backend stack needs PULUMI_CONFIG_PASSPHRASE (or _FILE) in the environment, empty if that is the
 passphrase: nothing here prompts.`;
 
+export type Mode = "foreground" | "detach" | "finish";
+
 export type CliArgs =
-  { help: true } | { help: false; stack: string; pollSeconds: number; keep: boolean; destroyOnFailure: boolean };
+  | { help: true }
+  | { help: false; stack: string; mode: Mode; pollSeconds: number; keep: boolean; destroyOnFailure: boolean };
 
 /** Throws a one-line message (without the usage text) for bad arguments. */
 export function parseCliArgs(argv: string[]): CliArgs {
@@ -63,6 +96,8 @@ export function parseCliArgs(argv: string[]): CliArgs {
     allowPositionals: true,
     options: {
       stack: { type: "string", short: "s" },
+      detach: { type: "boolean", default: false },
+      finish: { type: "boolean", default: false },
       "poll-seconds": { type: "string" },
       keep: { type: "boolean", default: false },
       "destroy-on-failure": { type: "boolean", default: false },
@@ -79,9 +114,24 @@ export function parseCliArgs(argv: string[]): CliArgs {
   if (!/^\d+$/.test(poll) || +poll < 1 || +poll > 600) {
     throw new Error(`--poll-seconds ${poll}: a whole number of seconds from 1 to 600`);
   }
+  if (values.detach && values.finish) {
+    throw new Error("--detach and --finish together: --detach starts a workflow, --finish ends it; give one");
+  }
+  const mode: Mode = values.detach ? "detach" : values.finish ? "finish" : "foreground";
+  if (values.keep && mode !== "foreground") {
+    throw new Error(
+      mode === "detach"
+        ? "--keep with --detach: a detached box runs until a --finish destroys it; leave --keep out"
+        : "--keep with --finish: a finish is there to destroy the box; to keep it, run no finish",
+    );
+  }
+  if (values["destroy-on-failure"] && mode === "finish") {
+    throw new Error("--destroy-on-failure with --finish: a finish runs no up; leave it out");
+  }
   return {
     help: false,
     stack,
+    mode,
     pollSeconds: Number(poll),
     keep: values.keep,
     destroyOnFailure: values["destroy-on-failure"],
@@ -171,11 +221,15 @@ export function passphraseProblem(stack: string, env: NodeJS.ProcessEnv, encrypt
 
 /**
  * Feeds this process's SIGINT and SIGTERM into `interrupts`, once per interrupt (see watchInterrupts in
- * pulumi.mjs), and prints `tell(count)` for each. From the third one on the process exits at once with
+ * pulumi.mjs), and prints `tell(count)` for each. From the `quitAt`th one on the process exits at once with
  * EXIT_CODES.interrupted; the Pulumi CLI still running then gets a SIGTERM from execa, its second signal, and stops
  * at once too. Resolves to the function that stops listening.
  */
-export async function feedInterrupts(interrupts: Interrupts, tell: (count: number) => string): Promise<() => void> {
+export async function feedInterrupts(
+  interrupts: Interrupts,
+  tell: (count: number) => string,
+  quitAt = 3,
+): Promise<() => void> {
   // @ts-expect-error: a plain ES module without types
   const wrapper = (await import("./pulumi.mjs")) as {
     watchInterrupts(onInterrupt: (i: { signal: string; count: number; fromTerminal: boolean }) => void): () => void;
@@ -184,7 +238,7 @@ export async function feedInterrupts(interrupts: Interrupts, tell: (count: numbe
     // Pulumi runs in this process group (execa), so a Ctrl-C from the terminal has reached it already
     const count = interrupts.interrupt({ signal, reachedPulumi: fromTerminal });
     console.error(`agentbox: ${signal === "SIGINT" ? "Ctrl-C" : signal}: ${tell(count)}`);
-    if (count >= 3) process.exit(EXIT_CODES.interrupted);
+    if (count >= quitAt) process.exit(EXIT_CODES.interrupted);
   });
 }
 
@@ -243,6 +297,15 @@ function realDeps(stack: Stack, knownHosts: string, interrupts: Interrupts): Cyc
       const config = await stack.getAllConfig();
       return Object.fromEntries(Object.entries(config).map(([k, v]) => [k, v.value]));
     },
+    async stackBox() {
+      const found = boxInState(await stack.exportStack());
+      if (!found.server || found.createdMs !== undefined) return found;
+      // a state from a CLI that recorded no creation times: the latest update started no earlier than the
+      // server's creation, so the deadline from it is late, never early
+      const last = await stack.info(false);
+      const at = last ? new Date(last.startTime).getTime() : Number.NaN;
+      return Number.isNaN(at) ? found : { server: true, createdMs: at };
+    },
     ...sshBox(knownHosts),
     async writeLocal(path, text) {
       const file = resolve(ROOT, path);
@@ -259,6 +322,24 @@ function realDeps(stack: Stack, knownHosts: string, interrupts: Interrupts): Cyc
   };
 }
 
+/** What each interrupt does, as the line printed for it says. */
+export function interruptLine(mode: Mode, keep: boolean, stack: string, count: number): string {
+  if (mode === "finish") {
+    if (count === 1)
+      return `stopping: Pulumi cancels a destroy that runs (it saves the state); ${finishCommand(stack)} finishes later. Ctrl-C again quits at once`;
+    return `quitting at once; ${finishCommand(stack)} finishes later`;
+  }
+  const left = `stack ${stack} may still have its box; destroy it with: ${destroyCommand(stack)}`;
+  if (count === 1) {
+    return keep
+      ? "ending the cycle: Pulumi cancels what it is doing, and the box is kept (--keep)"
+      : "ending the cycle: Pulumi cancels what it is doing, then the box is destroyed (volume kept). Ctrl-C again cancels the destroy";
+  }
+  if (count === 2)
+    return `cancelling what Pulumi is doing (it finishes the operations in flight); ${left}. Ctrl-C again quits at once`;
+  return `quitting at once; ${left}`;
+}
+
 async function main(argv: string[]): Promise<number> {
   let args: CliArgs;
   try {
@@ -271,37 +352,37 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  const { stack: stackName, mode, keep } = args;
 
   const interrupts = new Interrupts();
-  const left = `stack ${args.stack} may still have its box; destroy it with: ${destroyCommand(args.stack)}`;
-  await feedInterrupts(interrupts, (count) => {
-    if (count === 1) {
-      return args.keep
-        ? "ending the cycle: Pulumi cancels what it is doing, and the box is kept (--keep)"
-        : "ending the cycle: Pulumi cancels what it is doing, then the box is destroyed (volume kept). Ctrl-C again cancels the destroy";
-    }
-    if (count === 2)
-      return `cancelling what Pulumi is doing (it finishes the operations in flight); ${left}. Ctrl-C again quits at once`;
-    return `quitting at once; ${left}`;
-  });
+  // a finish stops at the first interrupt (there is no destroy of its own to run after it), so it quits at the second
+  await feedInterrupts(interrupts, (count) => interruptLine(mode, keep, stackName, count), mode === "finish" ? 2 : 3);
 
   let stack: Stack;
   try {
-    stack = await openStack(args.stack);
+    stack = await openStack(stackName);
   } catch (e) {
-    console.error(`workflow ${args.stack}: cycle error - ${errorLine(e)}`);
+    console.error(`workflow ${stackName}: cycle error - ${errorLine(e)}`);
     return EXIT_CODES.error;
   }
   const knownHostsDir = mkdtempSync(join(tmpdir(), "agentbox-workflow-"));
   try {
-    const result = await runCycle(realDeps(stack, join(knownHostsDir, "known_hosts"), interrupts), {
-      stack: args.stack,
-      runDir: join("workflow-runs", runDirName(args.stack, Date.now())),
+    const deps = realDeps(stack, join(knownHostsDir, "known_hosts"), interrupts);
+    const options = {
+      stack: stackName,
+      // when the box's state file names its run, the run's folder is workflow-runs/<stack>-<run> instead
+      runDir: join("workflow-runs", runDirName(stackName, Date.now())),
       pollSeconds: args.pollSeconds,
-      keep: args.keep,
+      keep,
       destroyOnFailure: args.destroyOnFailure,
       interrupts,
-    });
+    };
+    const result =
+      mode === "finish"
+        ? await runFinish(deps, options)
+        : mode === "detach"
+          ? await runDetach(deps, options)
+          : await runCycle(deps, options);
     return result.exitCode;
   } finally {
     rmSync(knownHostsDir, { recursive: true, force: true });

@@ -21,6 +21,8 @@ const TARGET = "agent@agentbox-dev";
 const OUTPUT = "/home/agent/.local/state/agentbox/workflow/output.jsonl";
 const RUN_DIR = "workflow-runs/dev-20260101T120000Z";
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+/** When the fake up returns (it takes 4 minutes), in the box's started= unit: the workflow starts then. */
+const UP_RETURNED_S = T0 / 1000 + 4 * 60;
 
 /** A state file as the box's unit writes it. */
 function stateFile(state: string, extra: Record<string, string | number> = {}): string {
@@ -88,6 +90,11 @@ function fakeBox(box: FakeBox = {}) {
     async outputs() {
       calls.push("outputs");
       return box.outputs ?? OUTPUTS;
+    },
+    // only a finish asks (see test/workflow-finish.test.ts for those)
+    async stackBox() {
+      calls.push("stackBox");
+      return { server: true, createdMs: T0 + 60_000 };
     },
     async readState(target) {
       const answer = next(box.states ?? [ended("success", 0)], reads++);
@@ -195,8 +202,8 @@ describe("runCycle", () => {
       states: [
         undefined,
         stateFile("pending"),
-        stateFile("running", { started: 1 }),
-        stateFile("running", { started: 1 }),
+        stateFile("running", { started: UP_RETURNED_S }),
+        stateFile("running", { started: UP_RETURNED_S }),
         ended("success", 0),
       ],
     });
@@ -260,7 +267,7 @@ describe("runCycle", () => {
   test("the local safety bound: state stays running past timeout + margin → exit 2, never success, box destroyed", async () => {
     const box = fakeBox({
       outputs: { ...OUTPUTS, workflow: { timeoutMinutes: 5 } },
-      states: [stateFile("running", { started: 1 })],
+      states: [stateFile("running", { started: UP_RETURNED_S })],
     });
     const result = await runCycle(box.deps, options({ marginMinutes: 2 }));
     expect(result.outcome).toBe("timeout");
@@ -287,7 +294,7 @@ describe("runCycle", () => {
 
   test("running for a long time with an unchanging output is not taken for finished", async () => {
     // 55 minutes of identical "running" reads (the agent quiet), then the box says success
-    const running = stateFile("running", { started: 1 });
+    const running = stateFile("running", { started: UP_RETURNED_S });
     const polls = (55 * 60) / 15;
     const box = fakeBox({ states: [...Array<string>(polls).fill(running), ended("success", 0)] });
     const result = await runCycle(box.deps, options());
@@ -332,28 +339,44 @@ describe("runCycle", () => {
     expect(box.logs).toContain(`workflow dev: ssh to ${TARGET} works again, after 30 failed reads`);
   });
 
-  test("ssh failing at the deadline: exit 3 only then, nothing fetched, the box still destroyed", async () => {
+  test("ssh failing at the deadline: exit 4 only then, nothing fetched, the box still destroyed, and where the output stays", async () => {
     const box = fakeBox({
-      outputs: { ...OUTPUTS, workflow: { timeoutMinutes: 5 } },
-      states: [stateFile("running"), new Error("ssh exited 255: Connection timed out")],
+      outputs: { ...OUTPUTS, volumeId: "104", workflow: { timeoutMinutes: 5 } },
+      states: [stateFile("running", { run: "20260101T120400Z" }), new Error("ssh exited 255: Connection timed out")],
     });
     const result = await runCycle(box.deps, options({ marginMinutes: 2 }));
     const reads = box.calls.filter((c) => c.startsWith("read")).length;
+    const runDir = "workflow-runs/dev-20260101T120400Z";
     expect(box.folded()).toEqual([
       "config",
       "up",
       "outputs",
       `read ${TARGET} -> running`,
       `read ${TARGET} -> ssh error x${reads - 1}`,
-      `write ${RUN_DIR}/state`,
+      `write ${runDir}/state`,
       "destroy",
     ]);
     // polled every 15 s up to the deadline, 7 minutes after up returned, and not a poll longer
     expect(reads).toBe((7 * 60) / 15 + 1);
     expect(box.elapsedMs() - 4 * 60_000).toBe(7 * 60_000);
-    expect(result.exitCode).toBe(3);
+    expect(result.exitCode).toBe(4);
     expect(result.summary).toBe(
-      "workflow dev: cycle error - no end state from the box within 7m (box timeout 5m + 2m margin), and ssh to it was failing at the deadline (28 reads in a row over 6m45s: ssh exited 255: Connection timed out), last state running; box destroyed (volume kept)",
+      "workflow dev: unreachable - no end state from the box within 7m (box timeout 5m + 2m margin), and ssh to it was failing at the deadline (28 reads in a row over 6m45s: ssh exited 255: Connection timed out), last state running; box destroyed (volume kept); its output was not fetched: it stays on the volume, in the agent's home: ~/agentbox-runs/20260101T120400Z/",
+    );
+    expect(box.logs).toContain(
+      "workflow dev: the output stays on the volume, in the agent's home: ~/agentbox-runs/20260101T120400Z/output.jsonl. To get it, bring a box back on the volume with npm run up -- --stack dev (a new box runs the workflow again: remove agentbox:workflowPrompt or workflowPromptFile first if you only want the output), then scp agent@<box>:agentbox-runs/20260101T120400Z/output.jsonl . ; or attach the volume to a server of your own in the cloud console",
+    );
+  });
+
+  test("an unreachable box without a volume: its output went with it, and the line says so", async () => {
+    const box = fakeBox({
+      outputs: { ...OUTPUTS, workflow: { timeoutMinutes: 5 } },
+      states: [stateFile("running"), new Error("ssh exited 255: Connection timed out")],
+    });
+    const result = await runCycle(box.deps, options({ marginMinutes: 2 }));
+    expect(result.exitCode).toBe(4);
+    expect(result.summary).toMatch(
+      /; box destroyed \(volume kept\); its output was not fetched and went with the box \(the stack has no volume\)$/,
     );
   });
 
@@ -670,17 +693,37 @@ describe("the CLI", () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^usage: npm run workflow -- --stack <name>/);
     expect(r.stdout).toContain("--poll-seconds");
+    expect(r.stdout).toContain("--detach");
+    expect(r.stdout).toContain("--finish");
   });
 
   test.each<[string[], unknown]>([
-    [["--stack", "dev"], { help: false, stack: "dev", pollSeconds: 15, keep: false, destroyOnFailure: false }],
+    [
+      ["--stack", "dev"],
+      { help: false, stack: "dev", mode: "foreground", pollSeconds: 15, keep: false, destroyOnFailure: false },
+    ],
     [
       ["-s", "dev", "--poll-seconds", "5", "--keep", "--destroy-on-failure"],
-      { help: false, stack: "dev", pollSeconds: 5, keep: true, destroyOnFailure: true },
+      { help: false, stack: "dev", mode: "foreground", pollSeconds: 5, keep: true, destroyOnFailure: true },
     ],
     [
       ["--stack=acme/agentbox/dev"],
-      { help: false, stack: "acme/agentbox/dev", pollSeconds: 15, keep: false, destroyOnFailure: false },
+      {
+        help: false,
+        stack: "acme/agentbox/dev",
+        mode: "foreground",
+        pollSeconds: 15,
+        keep: false,
+        destroyOnFailure: false,
+      },
+    ],
+    [
+      ["--stack", "dev", "--detach", "--destroy-on-failure"],
+      { help: false, stack: "dev", mode: "detach", pollSeconds: 15, keep: false, destroyOnFailure: true },
+    ],
+    [
+      ["--stack", "dev", "--finish", "--poll-seconds", "5"],
+      { help: false, stack: "dev", mode: "finish", pollSeconds: 5, keep: false, destroyOnFailure: false },
     ],
     [["--help"], { help: true }],
   ])("parseCliArgs(%j)", (argv, args) => {
@@ -693,6 +736,22 @@ describe("the CLI", () => {
     [["--stack", "dev", "--poll-seconds", "1.5"], "--poll-seconds 1.5: a whole number of seconds from 1 to 600"],
     [["--stack=-x"], "--stack -x: not a stack name"],
     [["--stack", "dev", "now"], "unexpected argument now"],
+    [
+      ["--stack", "dev", "--detach", "--finish"],
+      "--detach and --finish together: --detach starts a workflow, --finish ends it; give one",
+    ],
+    [
+      ["--stack", "dev", "--detach", "--keep"],
+      "--keep with --detach: a detached box runs until a --finish destroys it; leave --keep out",
+    ],
+    [
+      ["--stack", "dev", "--finish", "--keep"],
+      "--keep with --finish: a finish is there to destroy the box; to keep it, run no finish",
+    ],
+    [
+      ["--stack", "dev", "--finish", "--destroy-on-failure"],
+      "--destroy-on-failure with --finish: a finish runs no up; leave it out",
+    ],
   ])("parseCliArgs(%j) refuses: %s", (argv, message) => {
     expect(() => parseCliArgs(argv)).toThrow(message);
   });
