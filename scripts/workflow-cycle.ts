@@ -1041,6 +1041,14 @@ export async function runFinish(deps: CycleDeps, options: FinishOptions): Promis
       summary: `the box did not answer (${LAST_TRIES} ssh reads: ${lastError}) and its ${deadlineWords}`,
     };
   }
+  // An ended workflow whose output could not be fetched (an ssh blip, a busy box): before the deadline the box is
+  // kept, so that a later finish fetches it; past it, the box goes all the same and the output stays on the volume.
+  if (waited.kind === "ended" && concluded.outcome === "error" && !past) {
+    return ctx.finish(
+      "running",
+      `${concluded.summary}; the box is kept until its output is fetched${deadlineWords ? ` or its ${deadlineWords}` : ""}. ${tryLater}`,
+    );
+  }
   if (interrupts.count) return stopped();
   return destroyAndFinish(ctx, concluded, interrupts.first);
 }

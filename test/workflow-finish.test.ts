@@ -213,6 +213,32 @@ function runOf(world: World) {
   return { run, dir: `workflow-runs/dev-${run}` };
 }
 
+describe("an ended workflow whose output cannot be fetched", () => {
+  test("before the deadline the box is kept (10) and a later finish fetches and destroys it (0)", async () => {
+    const world = new World();
+    const starter = world.process("laptop");
+    expect((await runDetach(starter.deps, starter.options())).exitCode).toBe(0);
+    world.clock += 50 * MIN;
+    const blip = world.process("ci");
+    blip.deps.fetchFile = async () => {
+      blip.calls.push("fetch -> ssh error");
+      throw new Error("ssh exited 255: Connection reset by peer");
+    };
+    const kept = await runFinish(blip.deps, blip.options());
+    expect(kept.exitCode).toBe(10);
+    expect(kept.summary).toMatch(
+      /^workflow dev: still running - the workflow ended \(success, claude exit 0, ran 42m00s\) but its output could not be fetched: .*; the box is kept until its output is fetched or its deadline .*\. Nothing changed; run it again later: /,
+    );
+    expect(blip.calls).not.toContain("destroy");
+    expect(world.server).toBe(true);
+    const later = world.process("ci");
+    const done = await runFinish(later.deps, later.options());
+    expect(done.exitCode).toBe(0);
+    expect(later.calls).toContain("destroy");
+    expect(world.destroys).toBe(1);
+  });
+});
+
 describe("detach, then finish from anywhere", () => {
   test("detach returns once the workflow runs, printing the finish command; finishes say it still runs (10), then fetch and destroy (0), then find nothing (0)", async () => {
     const world = new World();
