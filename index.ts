@@ -48,6 +48,7 @@ export const sshCommand = fromBox((b) => b.sshCommand);
 export const sshTarget = fromBox((b) => b.sshTarget);
 export const moshCommand = fromBox((b) => b.moshCommand);
 export const attachCommand = fromBox((b) => b.attachCommand);
+export const agents = fromBox((b) => b.agents);
 export const volumeId = fromBox((b) => b.volumeId);
 export const workflow = fromBox((b) => b.workflow);
 export const ready = fromBox((b) => b.ready);

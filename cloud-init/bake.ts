@@ -3,7 +3,7 @@
  * DigitalOcean snapshot, or the boot harness's baked root). No Pulumi here.
  *
  * It is made from the box's own files: the same package set as a box (packagesFor) and provision.sh in its
- * `--bake` mode, which installs the pinned Claude Code exactly as a box does, records what the image holds in
+ * `--bake` mode (with bake.sh, its image steps), which installs the pinned Claude Code exactly as a box does, records what the image holds in
  * /etc/agentbox/image, then seals the image (cloud-init clean, no package lists, no host keys) and powers off.
  * Nothing per box goes in: no users, no keys, no secrets, no firewall, no services.
  */
@@ -77,6 +77,7 @@ export function buildBakeConfig(spec: BakeSpec, builder = builderHash(spec)): Re
   const files: WriteFile[] = [
     { path: `${lib}/lib.sh`, content: boxFile("lib.sh"), permissions: "0644" },
     { path: `${lib}/provision`, content: boxFile("provision.sh"), permissions: "0755" },
+    { path: `${lib}/bake.sh`, content: boxFile("bake.sh"), permissions: "0644" },
     { path: BAKE_PATHS.env, content: bakeEnv, permissions: "0644" },
   ];
   return {

@@ -56,12 +56,25 @@ export const BOX_PATHS = {
   /** Provisioning resumed on the next boot when a first boot was cut short (pulled in without an enable link). */
   resumeUnit: "/etc/systemd/system/agentbox-resume.service",
   resumeWants: "/etc/systemd/system/multi-user.target.d/50-agentbox-resume.conf",
+  /** agentbox:agents: the list (lib.sh reads it), the agents' unit template and their shared tmux server. */
+  agents: "/etc/agentbox/agents",
+  agentUnit: "/etc/systemd/user/claude-agent@.service",
+  agentsTmuxUnit: "/etc/systemd/user/agentbox-tmux.service",
   /** The notification settings for root's own reports (the agent's copy lives in its home, maybe on the volume). */
   rootNotifyEnv: "/etc/agentbox/notify.env",
 } as const;
 
 export const TMUX_SOCKET = "agentbox";
 export const TMUX_SESSION = "claude";
+/** Where each of agentbox:agents works: ~/agents/<name> (~/workspace stays the stack's clone, the worktrees' source). */
+export const agentWorkspace = (user: string, name: string) => `${homeOf(user)}/agents/${name}`;
+/** What the agents together may use (app.slice, files/memory-app-slice.conf), in percent of the RAM. */
+export const AGENTS_MEMORY = { highPercent: 75, maxPercent: 80 } as const;
+/** Each agent's share of AGENTS_MEMORY, whole percents (systemd's MemoryHigh=/MemoryMax= take them). */
+export const agentMemoryShare = (agents: number) => ({
+  highPercent: Math.floor(AGENTS_MEMORY.highPercent / agents),
+  maxPercent: Math.floor(AGENTS_MEMORY.maxPercent / agents),
+});
 
 export interface BoxSpec {
   user: string;
@@ -89,12 +102,36 @@ export interface BoxSpec {
   workflow?: { prompt: string; timeoutMinutes: number };
   notify?: { url: string; token?: string };
   remoteControl: boolean;
+  /** agentbox:agents (config.ts has checked names, URLs and branches); without it, the one agent "claude". */
+  agents?: readonly BoxAgent[];
   /** Disk level at which the box frees space, workflow runs it keeps, days Claude Code keeps conversations. */
   upkeep: { diskWarnPercent: number; workflowKeepRuns: number; conversationRetentionDays: number };
   /** When the box may reboot for updates: ISO weekdays (1 = Monday) and minutes after 00:00 UTC. */
   maintenanceWindow?: { days: readonly number[]; startMinute: number; endMinute: number };
   /** The box boots a baked image (cloud-init/bake.ts) that already has these packages and Claude Code. */
   bakedImage?: { packages: readonly string[] };
+}
+
+export interface BoxAgent {
+  name: string;
+  work: { kind: "worktree"; branch: string } | { kind: "repo"; url: string; branch?: string } | { kind: "empty" };
+}
+
+/** /etc/agentbox/agents: NAME, KIND, VALUE, BRANCH separated by tabs, one agent a line (files/lib.sh reads it). */
+export function agentsFile(agents: readonly BoxAgent[]): string {
+  return agents
+    .map((a) => {
+      const fields =
+        a.work.kind === "worktree"
+          ? [a.name, "worktree", a.work.branch, ""]
+          : a.work.kind === "repo"
+            ? [a.name, "repo", a.work.url, a.work.branch ?? ""]
+            : [a.name, "empty", "", ""];
+      if (fields.some((f) => /[\t\r\n\0]/.test(f)))
+        throw new Error(`agents file: agent ${a.name} has a tab or newline`);
+      return `${fields.join("\t")}\n`;
+    })
+    .join("");
 }
 
 export function homeOf(user: string): string {
@@ -105,29 +142,53 @@ const FILES_DIR = join(__dirname, "files");
 const fileCache = new Map<string, string>();
 /**
  * A file from ./files as the box gets it, read once (one `pulumi up` renders the document more than once). Scripts,
- * units and settings keep their first line (a shebang, or the comment saying what the file is), the line that says
- * what a script is, and shellcheck directives, but lose the other comment lines: the commented source is in this
- * repository, and Hetzner's 32 KiB user-data limit is shared by everything the box needs (the comments would take
- * about a seventh of it).
+ * units and settings keep their shebang and shellcheck directives but lose every other comment line: the commented
+ * source is in this repository (each file on the box names it: see its path), and Hetzner's 32 KiB user-data limit is
+ * shared by everything the box needs (the comments would take about a sixth of it).
  */
 export function boxFile(name: string): string {
   let text = fileCache.get(name);
   if (text === undefined) {
     text = readFileSync(join(FILES_DIR, name), "utf8");
     if (/\.(sh|service|timer|conf)$/.test(name)) text = withoutInnerComments(text);
+    if (name.endsWith(".sh")) text = withoutIndentation(text);
     fileCache.set(name, text);
   }
   return text;
 }
 
-/** Drops full-line comments but the first line, the one after a shebang, and shellcheck directives. */
+/** Drops full-line comments but a shebang and shellcheck directives. */
 export function withoutInnerComments(script: string): string {
-  const lines = script.split("\n");
-  const kept = lines[0]?.startsWith("#!") && lines[1]?.startsWith("#") ? 2 : 1;
-  return [
-    ...lines.slice(0, kept),
-    ...lines.slice(kept).filter((l) => !/^\s*#/.test(l) || /^\s*# shellcheck /.test(l)),
-  ].join("\n");
+  return script
+    .split("\n")
+    .filter((l, i) => !/^\s*#/.test(l) || (i === 0 && l.startsWith("#!")) || /^\s*# shellcheck /.test(l))
+    .join("\n");
+}
+
+/**
+ * Drops the leading blanks of a shell script's lines, which bash ignores, but inside a here-document (whose lines are
+ * text: provision.sh's Python) and after a backslash-newline. The box's scripts have no other text that spans lines
+ * but an awk program, to which blanks mean nothing either (test/cloud-init.test.ts compares every script's functions
+ * before and after, and runs shellcheck on the result; the boot test runs it).
+ */
+export function withoutIndentation(script: string): string {
+  let until: string | undefined;
+  let previous = "";
+  return script
+    .split("\n")
+    .map((line) => {
+      if (until !== undefined) {
+        if (line === until) until = undefined;
+        return line;
+      }
+      const heredoc = /<<-?\s*(?:'([A-Za-z_]+)'|"([A-Za-z_]+)"|\\?([A-Za-z_]+))/.exec(line.replace(/<<</g, ""));
+      if (heredoc) until = heredoc[1] ?? heredoc[2] ?? heredoc[3];
+      // the line after a backslash-newline goes on the same line: its blanks may separate two words
+      const continued = previous.endsWith("\\");
+      previous = line;
+      return continued ? line : line.replace(/^[ \t]+/, "");
+    })
+    .join("\n");
 }
 
 /** KEY=VALUE lines; refuses values that could end a line early or hide a second entry. */
@@ -216,6 +277,9 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     WORKFLOW: spec.workflow ? "1" : undefined,
     WORKFLOW_TIMEOUT_MINUTES: spec.workflow ? String(spec.workflow.timeoutMinutes) : undefined,
     REMOTE_CONTROL: spec.remoteControl ? "1" : undefined,
+    AGENTS: spec.agents?.map((a) => a.name).join(","),
+    AGENT_MEMORY_HIGH_PCT: spec.agents ? String(agentMemoryShare(spec.agents.length).highPercent) : undefined,
+    AGENT_MEMORY_MAX_PCT: spec.agents ? String(agentMemoryShare(spec.agents.length).maxPercent) : undefined,
     // what cloud-init installs, for provisioning resumed after a first boot that was cut short
     PACKAGES: packagesFor(spec).join(","),
     DISK_WARN_PCT: String(spec.upkeep.diskWarnPercent),
@@ -239,7 +303,12 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     {
       hasCompletedOnboarding: true,
       ...(spec.remoteControl ? { remoteDialogSeen: true } : {}),
-      projects: { [workspace]: { hasTrustDialogAccepted: true } },
+      projects: Object.fromEntries(
+        [workspace, ...(spec.agents ?? []).map((a) => agentWorkspace(spec.user, a.name))].map((w) => [
+          w,
+          { hasTrustDialogAccepted: true },
+        ]),
+      ),
     },
     null,
     2,
@@ -294,7 +363,16 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: BOX_PATHS.statusCommand, content: boxFile("agentbox-status.sh"), permissions: "0755" },
     { path: BOX_PATHS.waitReady, content: boxFile("wait-ready.sh"), permissions: "0755" },
     { path: BOX_PATHS.loginBanner, content: boxFile("login-banner.sh"), permissions: "0644" },
-    { path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" },
+    // the one agent, or (agentbox:agents) the template of each agent's unit: never both, which a kept home could
+    // otherwise start side by side on the same tmux socket
+    ...(spec.agents
+      ? [
+          { path: BOX_PATHS.agents, content: agentsFile(spec.agents), permissions: "0644" },
+          { path: `${lib}/agents.sh`, content: boxFile("agents.sh"), permissions: "0644" },
+          { path: BOX_PATHS.agentUnit, content: boxFile("claude-agent@.service"), permissions: "0644" },
+          { path: BOX_PATHS.agentsTmuxUnit, content: boxFile("agentbox-tmux.service"), permissions: "0644" },
+        ]
+      : [{ path: BOX_PATHS.unit, content: boxFile("claude-agent.service"), permissions: "0644" }]),
     { path: BOX_PATHS.sshd, content: boxFile("sshd.conf"), permissions: "0644" },
     { path: BOX_PATHS.watch, content: boxFile("watch.sh"), permissions: "0755" },
     { path: BOX_PATHS.watchService, content: boxFile("agentbox-watch.service"), permissions: "0644" },

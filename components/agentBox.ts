@@ -3,7 +3,14 @@ import { readFileSync } from "node:fs";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as tailscale from "@pulumi/tailscale";
-import { BOX_PATHS, TMUX_SESSION, TMUX_SOCKET, renderCloudConfig, renderUserData } from "../cloud-init/render";
+import {
+  BOX_PATHS,
+  TMUX_SESSION,
+  TMUX_SOCKET,
+  agentWorkspace,
+  renderCloudConfig,
+  renderUserData,
+} from "../cloud-init/render";
 import type { Cloud } from "./catalogue";
 import { type BoxSecrets, boxSpecOf } from "./boxSpec";
 import { placeholderSshKey } from "./cloudSshKey";
@@ -95,6 +102,17 @@ export function tailnetKeyDescription(config: AgentBoxConfig, secrets: StackSecr
   return `agentbox ${digest}`;
 }
 
+/** One of agentbox:agents, as the stack's `agents` output lists it. */
+export interface AgentOutput {
+  name: string;
+  workspace: string;
+  /** What it works on, in words. */
+  work: string;
+  /** Its systemd user unit on the box. */
+  unit: string;
+  attachCommand: string;
+}
+
 /**
  * One always-on agent box: the cloud's SSH key, firewall and server, plus a tailnet key when Tailscale is on.
  * Provider-agnostic; the cloud's own module (components/hosts) owns its quirks.
@@ -110,7 +128,10 @@ export class AgentBox extends pulumi.ComponentResource {
   public readonly sshCommand: pulumi.Output<string>;
   /** Over the tailnet only: without Tailscale the firewall admits TCP 22 alone, and mosh needs UDP 60000-61000. */
   public readonly moshCommand: pulumi.Output<string | undefined>;
+  /** The one agent's session; with agentbox:agents, the first agent's. */
   public readonly attachCommand: pulumi.Output<string>;
+  /** With agentbox:agents: each agent, where it works and how to attach to it (same tmux server: prefix s switches). */
+  public readonly agents: pulumi.Output<AgentOutput[] | undefined>;
   /** The rendered #cloud-config (a secret: it carries the credentials). */
   public readonly userData: pulumi.Output<string>;
   /** `user@address` for ssh (what `npm run status` and `npm run workflow` use). */
@@ -201,13 +222,31 @@ export class AgentBox extends pulumi.ComponentResource {
 
     // Over the tailnet by MagicDNS name when Tailscale is on, else the public address (allowSshFrom must cover you).
     const address = config.tailscale.enabled ? pulumi.output(config.tailscale.hostname) : host.ipv4;
-    const attach = `tmux -L ${TMUX_SOCKET} attach -t ${TMUX_SESSION}`;
+    const attachTo = (session: string) => `tmux -L ${TMUX_SOCKET} attach -t ${session}`;
+    const attach = attachTo(config.agents?.[0]?.name ?? TMUX_SESSION);
     this.sshTarget = pulumi.interpolate`${config.user}@${address}`;
     this.sshCommand = pulumi.interpolate`ssh ${config.user}@${address}`;
     this.moshCommand = config.tailscale.enabled
       ? pulumi.interpolate`mosh ${config.user}@${address} -- ${attach}`
       : pulumi.output(undefined);
     this.attachCommand = pulumi.interpolate`ssh -t ${config.user}@${address} ${attach}`;
+    const agents = config.agents;
+    this.agents = agents
+      ? address.apply((a) =>
+          agents.map((agent) => ({
+            name: agent.name,
+            workspace: agentWorkspace(config.user, agent.name),
+            work:
+              agent.work.kind === "worktree"
+                ? `worktree of the stack's repository, branch ${agent.work.branch}`
+                : agent.work.kind === "repo"
+                  ? `clone of ${agent.work.url}${agent.work.branch ? ` (${agent.work.branch})` : ""}`
+                  : "an empty folder",
+            unit: `claude-agent@${agent.name}.service`,
+            attachCommand: `ssh -t ${config.user}@${a} ${attachTo(agent.name)}`,
+          })),
+        )
+      : pulumi.output(undefined);
 
     this.ready = config.ready.wait
       ? this.waitForReady(name, config, address, host.server, host.serverId)
@@ -227,6 +266,7 @@ export class AgentBox extends pulumi.ComponentResource {
       sshTarget: this.sshTarget,
       moshCommand: this.moshCommand,
       attachCommand: this.attachCommand,
+      agents: this.agents,
       userData: this.userData,
       volumeId: this.volumeId,
       workflow: this.workflow,

@@ -76,6 +76,7 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: BoxSecrets): BoxSpec 
       : {}),
     ...(notify ? { notify } : {}),
     remoteControl: config.remoteControl,
+    ...(config.agents ? { agents: config.agents } : {}),
     upkeep: config.upkeep,
     ...(config.maintenanceWindow
       ? {

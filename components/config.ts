@@ -76,6 +76,11 @@ export interface AgentBoxConfig {
   notify?: { url: string; token?: string };
   /** Claude Code's Remote Control: continue the box's session from the Claude app. */
   remoteControl: boolean;
+  /**
+   * Several agents on the box (agentbox:agents), each supervised on its own; without the key, the one agent of
+   * every earlier stack (unit claude-agent.service, tmux session claude, workspace ~/workspace).
+   */
+  agents?: AgentSpec[];
   /** The weeks-long box: when it frees disk space, how many workflow runs it keeps, how long conversations live. */
   upkeep: { diskWarnPercent: number; workflowKeepRuns: number; conversationRetentionDays: number };
   /** When the box may reboot by itself for updates that need it (UTC); without it, it only says so. */
@@ -85,6 +90,32 @@ export interface AgentBoxConfig {
   /** Things worth saying that are not errors (printed with pulumi.log.warn). */
   warnings: string[];
 }
+
+/** One agent of agentbox:agents: its name and its work. */
+export interface AgentSpec {
+  name: string;
+  /**
+   * `worktree`: a git worktree of the stack's repository (agentbox:repoUrl, cloned to ~/workspace) on a branch of
+   * its own; `repo`: a clone of a repository of its own; `empty`: an empty folder.
+   */
+  work: { kind: "worktree"; branch: string } | { kind: "repo"; url: string; branch?: string } | { kind: "empty" };
+}
+
+/**
+ * What one agent needs: Claude Code's documented minimum ("4 GB+ RAM", its setup page) for claude itself and what
+ * it runs (tests, builds, language servers). The agents together get AGENTS_MEMORY_SHARE of the RAM (app.slice,
+ * files/memory-app-slice.conf); so a 16 GB box holds 3 agents, a 32 GB box 6.
+ */
+export const AGENT_MEMORY_GB = 4;
+export const AGENTS_MEMORY_SHARE = 0.8;
+export const maxAgentsFor = (memoryGb: number) => Math.floor((memoryGb * AGENTS_MEMORY_SHARE) / AGENT_MEMORY_GB);
+/**
+ * Names an agent may not take: the agents' tmux socket (agentbox), the records of the one default agent beside
+ * which each named agent's own folder sits (/var/lib/agentbox/agent/{turn,auth}), and the workflow's folder and unit.
+ */
+export const RESERVED_AGENT_NAMES = ["agentbox", "auth", "turn", "workflow"] as const;
+/** A systemd instance, a tmux session, a folder and a Remote Control name alike: no escaping needed anywhere. */
+const AGENT_NAME = /^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$/;
 
 /** Days of the week (ISO numbers, Monday 1 … Sunday 7) and a span of the day in minutes after 00:00 UTC. */
 export interface MaintenanceWindow {
@@ -183,6 +214,7 @@ export const CONFIG_KEYS = [
   "workflowKeepRuns",
   "conversationRetentionDays",
   "maintenanceWindow",
+  "agents",
 ] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
 export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey", "ntfyUrl", "ntfyToken"];
@@ -388,7 +420,7 @@ const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
 const TOKEN = /^[A-Za-z0-9._~+/=-]{20,1024}$/;
 // https://host/path, ssh://[user@]host[:port]/path or scp-style user@host:path. No spaces, no leading "-".
 const REPO_URL =
-  /^(https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~/-]+|ssh:\/\/([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~/-]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+)$/;
+  /^(file:\/\/\/[A-Za-z0-9._~/-]+|https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~/-]+|ssh:\/\/([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~/-]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+)$/;
 
 /** git check-ref-format's rules for a branch name, as far as they matter here. */
 function branchProblem(b: string): boolean {
@@ -591,7 +623,7 @@ function schemaFor(project: string, stack: string) {
           } else if (!REPO_URL.test(v)) {
             ctx.addIssue({
               code: "custom",
-              message: `${k("repoUrl")}: ${show(v)} is not a git URL agentbox can clone (https://host/path, ssh://host/path or user@host:path, without spaces). Fix: ${set("repoUrl", "https://github.com/you/repo.git")}`,
+              message: `${k("repoUrl")}: ${show(v)} is not a git URL agentbox can clone (https://host/path, ssh://host/path, user@host:path or file:///path on the box, without spaces). Fix: ${set("repoUrl", "https://github.com/you/repo.git")}`,
             });
           }
         }),
@@ -676,6 +708,8 @@ function schemaFor(project: string, stack: string) {
           }
           return w;
         }),
+      // a list of objects: parsed and checked by agentsOf, which needs the server's memory and the stack's repository
+      agents: z.string().optional(),
       // Both clouds number their snapshots; the image itself is read from the cloud and checked in bakedImage.ts.
       bakedImage: z
         .string()
@@ -935,6 +969,12 @@ export function parseConfig(
   if (volumeGb > 0) problems.push(...volumeProblems(placement.catalogue, placement.location, volumeGb));
   const prompt = parsed.success ? workflowPrompt(parsed.data, ctx.readFile ?? ((f) => readFileSync(f, "utf8"))) : {};
   if (prompt.problem) problems.push(prompt.problem);
+  const agents = parseAgents(raw.agents, {
+    repo: parsed.success ? parsed.data.repoUrl !== undefined : raw.repoUrl !== undefined,
+    repoBranch: parsed.success ? parsed.data.repoBranch : undefined,
+    memoryGb: placement.type?.memoryGb,
+  });
+  if ("problems" in agents) problems.push(...agents.problems);
   if (!parsed.success || problems.length > 0 || !placement.type) throw new ConfigError(problems);
   const c = parsed.data;
   const { catalogue, location, image } = placement;
@@ -994,6 +1034,7 @@ export function parseConfig(
         : undefined,
     notify: c.ntfyUrl ? { url: c.ntfyUrl, ...(c.ntfyToken ? { token: c.ntfyToken } : {}) } : undefined,
     remoteControl: c.remoteControl,
+    ...("list" in agents && agents.list ? { agents: agents.list } : {}),
     upkeep: {
       diskWarnPercent: c.diskWarnPercent ?? DEFAULT_DISK_WARN_PERCENT,
       workflowKeepRuns: c.workflowKeepRuns ?? DEFAULT_WORKFLOW_KEEP_RUNS,
@@ -1003,6 +1044,136 @@ export function parseConfig(
     ...(c.bakedImage !== undefined ? { bakedImage: { id: c.bakedImage } } : {}),
     warnings,
   };
+}
+
+/**
+ * agentbox:agents: a list of agents, each `{name, worktree?, repoUrl?, repoBranch?}` (a bare string is a name).
+ * `worktree` names the branch of a worktree of the stack's repository; without `worktree` or `repoUrl`, an agent of a
+ * stack with a repository works in a worktree on the branch `agentbox/<name>`, and one of a stack without in an
+ * empty folder. Every problem is named with the agent's place in the list and the fix.
+ */
+export function parseAgents(
+  text: string | undefined,
+  ctx: { repo: boolean; repoBranch?: string; memoryGb?: number },
+): { list?: AgentSpec[] } | { problems: string[] } {
+  const key = `${NAMESPACE}:agents`;
+  if (text === undefined) return {};
+  const example = `pulumi config set --path '${key}[0].name' api (and '${key}[0].worktree' fix-login for its own branch)`;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!Array.isArray(value)) {
+    return { problems: [`${key}: ${show(text)} is not a list of agents. Fix: ${example}`] };
+  }
+  if (value.length === 0) {
+    return {
+      problems: [
+        `${key}: an empty list; a box runs at least one agent. Fix: pulumi config rm ${key} (one agent, as without the key) or ${example}`,
+      ],
+    };
+  }
+  const problems: string[] = [];
+  const list: AgentSpec[] = [];
+  const seen = new Set<string>();
+  value.forEach((entry: unknown, i) => {
+    const at = `${key}[${i}]`;
+    const e: Record<string, unknown> = typeof entry === "string" ? { name: entry } : (entry as Record<string, unknown>);
+    if (typeof e !== "object" || e === null || Array.isArray(e)) {
+      problems.push(`${at}: not an agent (an object with a name). Fix: pulumi config set --path '${at}.name' api`);
+      return;
+    }
+    const unknownKeys = Object.keys(e).filter((k) => !["name", "worktree", "repoUrl", "repoBranch"].includes(k));
+    if (unknownKeys.length) {
+      problems.push(
+        `${at}: ${unknownKeys.map((k) => show(k)).join(", ")} ${unknownKeys.length === 1 ? "is not a setting" : "are not settings"} of an agent (name, worktree, repoUrl, repoBranch). Fix: pulumi config rm --path '${at}.${unknownKeys[0]}'`,
+      );
+    }
+    const name = e.name;
+    if (typeof name !== "string" || !AGENT_NAME.test(name)) {
+      problems.push(
+        `${at}.name: ${name === undefined ? "missing" : show(String(name))}${name === undefined ? "" : " is not an agent name"}; it names a systemd unit, a tmux session and a folder, so: lower-case letters, digits and "-", starting with a letter, at most 24. Fix: pulumi config set --path '${at}.name' api`,
+      );
+      return;
+    }
+    if ((RESERVED_AGENT_NAMES as readonly string[]).includes(name)) {
+      problems.push(
+        `${at}.name: ${show(name)} is taken on the box (${name === "agentbox" ? "the agents' tmux socket" : name === "workflow" ? "the workflow's folder and unit" : "a record of the box's agent"}). Fix: pulumi config set --path '${at}.name' ${name}-1`,
+      );
+      return;
+    }
+    if (seen.has(name)) {
+      problems.push(
+        `${at}.name: ${show(name)} is the name of an earlier agent; each agent has its own. Fix: pulumi config set --path '${at}.name' ${name}-2`,
+      );
+      return;
+    }
+    seen.add(name);
+    const str = (k: string) => (typeof e[k] === "string" ? (e[k] as string) : e[k] === undefined ? undefined : "");
+    const worktree = str("worktree");
+    const repoUrl = str("repoUrl");
+    const repoBranch = str("repoBranch");
+    if (worktree !== undefined && repoUrl !== undefined) {
+      problems.push(
+        `${at}: both worktree and repoUrl; an agent works either in a worktree of the stack's repository or in a repository of its own. Fix: pulumi config rm --path '${at}.worktree' (or '${at}.repoUrl')`,
+      );
+      return;
+    }
+    if (repoBranch !== undefined && repoUrl === undefined) {
+      problems.push(
+        `${at}.repoBranch: set without ${at}.repoUrl (a worktree's branch is its worktree key). Fix: pulumi config set --path '${at}.repoUrl' https://github.com/you/repo.git, or rm --path '${at}.repoBranch'`,
+      );
+      return;
+    }
+    if (repoUrl !== undefined) {
+      if (!REPO_URL.test(repoUrl) || /^https:\/\/[^/]*@/.test(repoUrl)) {
+        problems.push(
+          `${at}.repoUrl: ${show(repoUrl)} is not a git URL agentbox can clone (https://host/path, ssh://host/path, user@host:path or file:///path, without spaces or credentials). Fix: pulumi config set --path '${at}.repoUrl' https://github.com/you/repo.git`,
+        );
+        return;
+      }
+      if (repoBranch !== undefined && branchProblem(repoBranch)) {
+        problems.push(
+          `${at}.repoBranch: ${show(repoBranch)} is not a valid branch name. Fix: pulumi config set --path '${at}.repoBranch' main`,
+        );
+        return;
+      }
+      list.push({ name, work: { kind: "repo", url: repoUrl, ...(repoBranch ? { branch: repoBranch } : {}) } });
+      return;
+    }
+    if (worktree !== undefined && !ctx.repo) {
+      problems.push(
+        `${at}.worktree: a worktree of the stack's repository, but the stack has none (${NAMESPACE}:repoUrl). Fix: ${set("repoUrl", "https://github.com/you/repo.git")}, or give the agent a repository of its own: pulumi config set --path '${at}.repoUrl' <url>`,
+      );
+      return;
+    }
+    if (worktree !== undefined && branchProblem(worktree)) {
+      problems.push(
+        `${at}.worktree: ${show(worktree)} is not a valid branch name. Fix: pulumi config set --path '${at}.worktree' ${name}`,
+      );
+      return;
+    }
+    if (worktree !== undefined && ctx.repoBranch !== undefined && worktree === ctx.repoBranch) {
+      problems.push(
+        `${at}.worktree: ${show(worktree)} is the branch ~/workspace (the stack's clone, ${NAMESPACE}:repoBranch) has checked out, and git checks a branch out in one place only. Fix: pulumi config set --path '${at}.worktree' ${name}`,
+      );
+      return;
+    }
+    if (worktree !== undefined || ctx.repo) {
+      list.push({ name, work: { kind: "worktree", branch: worktree ?? `agentbox/${name}` } });
+    } else {
+      list.push({ name, work: { kind: "empty" } });
+    }
+  });
+  if (ctx.memoryGb !== undefined && value.length > maxAgentsFor(ctx.memoryGb)) {
+    const most = maxAgentsFor(ctx.memoryGb);
+    problems.push(
+      `${key}: ${value.length} agents, but a ${ctx.memoryGb} GB box holds ${most}: each agent needs ${AGENT_MEMORY_GB} GB (Claude Code's minimum, for claude and what it runs) of the ${Math.round(AGENTS_MEMORY_SHARE * 100)}% of the RAM the agents share. Fix: list at most ${most} (pulumi config rm --path '${key}[${value.length - 1}]' removes the last)${ctx.memoryGb < MAX_MEMORY_GB ? `, or ${set("memoryGb", String(MAX_MEMORY_GB))} (${maxAgentsFor(MAX_MEMORY_GB)} agents)` : ""}`,
+    );
+  }
+  return problems.length ? { problems } : { list };
 }
 
 /** Volume size and place against the cloud's own limits (the schema has already checked it is a number). */

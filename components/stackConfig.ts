@@ -23,8 +23,17 @@ export function userDataProblem(config: AgentBoxConfig): string | undefined {
     return undefined;
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
+    const limit = `(${USER_DATA_DELIVERY[config.cloud].limitBytes} bytes at most)`;
+    // Several agents bring scripts of their own: on Hetzner, with every other option on, they may not fit.
+    if (config.agents) {
+      const others = [
+        config.egress.mode === "allowlist" ? `${NAMESPACE}:egress open` : undefined,
+        config.workflow ? `a shorter ${NAMESPACE}:${config.workflow.from}` : undefined,
+      ].filter((x) => x !== undefined);
+      return `${NAMESPACE}:agents: ${why} ${limit}: the box's scripts for several agents and every other option this stack turns on do not fit together. Fix: ${others.length ? `${others.join(" or ")}, or ` : ""}pulumi config set ${NAMESPACE}:cloud digitalocean (64 KiB), or pulumi config rm ${NAMESPACE}:agents`;
+    }
     const key = config.workflow ? config.workflow.from : "sshPublicKeys";
-    return `${NAMESPACE}:${key}: ${why} (${USER_DATA_DELIVERY[config.cloud].limitBytes} bytes at most). Fix: shorten ${NAMESPACE}:${key}${config.workflow ? " (commit the details to the repository and point the prompt at them)" : ""}`;
+    return `${NAMESPACE}:${key}: ${why} ${limit}. Fix: shorten ${NAMESPACE}:${key}${config.workflow ? " (commit the details to the repository and point the prompt at them)" : ""}`;
   }
 }
 

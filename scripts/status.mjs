@@ -49,6 +49,10 @@ export function statusPlan(outputs, stack, now = new Date()) {
     header: `${stack}: ${outputs.cloud} ${outputs.serverType}, ${outputs.memoryGb} GB, ${outputs.monthlyPrice}; ${where}`,
     command: ["ssh", "-t", "-o", "ConnectTimeout=15", target, "agentbox-status"],
     notes: credentialNotes(outputs.credential, stack, now),
+    // agentbox:agents: how to reach each (agentbox-status on the box shows each one's state)
+    agents: Array.isArray(outputs.agents)
+      ? outputs.agents.map((a) => `agent ${a.name} (${a.work}): ${a.attachCommand}`)
+      : [],
   };
 }
 
@@ -71,6 +75,7 @@ function main(argv) {
     return 1;
   }
   console.log(plan.header);
+  for (const line of plan.agents) console.log(line);
   for (const note of plan.notes) console.log(note);
   const ssh = spawnSync(plan.command[0], plan.command.slice(1), { stdio: "inherit" });
   if (ssh.status === 255)

@@ -60,6 +60,7 @@ describe("the image builder's user-data (cloud-init/bake.ts)", () => {
     expect(doc.write_files.map((f) => [f.path, f.permissions])).toEqual([
       [`${BOX_PATHS.lib}/lib.sh`, "0644"],
       [PROVISION, "0755"],
+      [`${BOX_PATHS.lib}/bake.sh`, "0644"],
       [BAKE_PATHS.env, "0644"],
     ]);
     expect(doc.runcmd).toEqual([[PROVISION, "--bake"]]);
@@ -73,6 +74,7 @@ describe("the image builder's user-data (cloud-init/bake.ts)", () => {
     const files = Object.fromEntries(bakeDoc(npm).write_files.map((f) => [f.path, gunzip(f)]));
     expect(files[PROVISION]).toBe(boxFile("provision.sh"));
     expect(files[`${BOX_PATHS.lib}/lib.sh`]).toBe(boxFile("lib.sh"));
+    expect(files[`${BOX_PATHS.lib}/bake.sh`]).toBe(boxFile("bake.sh"));
   });
 
   test("tells the builder the Claude Code, platform, packages and builder it records", () => {

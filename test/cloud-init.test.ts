@@ -11,6 +11,7 @@ import {
   type BoxSpec,
   COMPRESS_FROM_BYTES,
   USER_DATA_DELIVERY,
+  boxFile,
   buildCloudConfig,
   compressedCloudConfig,
   gzipForBox,
@@ -19,6 +20,7 @@ import {
   cloudConfigOf,
   renderCloudConfig,
   renderUserData,
+  withoutIndentation,
   withoutInnerComments,
 } from "../cloud-init/render";
 import { SSH_KEY } from "./stacks";
@@ -142,11 +144,10 @@ describe("the document", () => {
     ]);
   });
 
-  test("box files keep the line saying what they are and shellcheck directives, lose other comments, keep every line of code", () => {
+  test("box files keep a shebang and shellcheck directives, lose other comments, keep every line of code", () => {
     const script = [
       "#!/bin/bash",
       "# what it is",
-      "# how to use it",
       "set -u",
       "# why this",
       "  # indented why",
@@ -158,7 +159,6 @@ describe("the document", () => {
     expect(withoutInnerComments(script)).toBe(
       [
         "#!/bin/bash",
-        "# what it is",
         "set -u",
         "# shellcheck source=lib.sh",
         ". lib.sh # trailing comments stay",
@@ -166,12 +166,72 @@ describe("the document", () => {
         "",
       ].join("\n"),
     );
+    expect(withoutInnerComments("# a unit's first line\n[Unit]\n")).toBe("[Unit]\n");
     for (const name of readdirSync(FILES).filter((f) => /\.(sh|service|timer|conf)$/.test(f))) {
       const code = (t: string) => t.split("\n").filter((l) => !/^\s*#/.test(l));
       expect(code(withoutInnerComments(readFileSync(join(FILES, name), "utf8"))), name).toEqual(
         code(readFileSync(join(FILES, name), "utf8")),
       );
     }
+  });
+
+  test("every script means the same without its comments and indentation: bash reads each, as one function, alike", () => {
+    // `declare -f` prints a function as bash parsed it: the script's code, normalised, with its strings as they are
+    const parsed = (text: string) =>
+      execFileSync("bash", ["-c", 'eval "__agentbox() {\n$1\n}" && declare -f __agentbox', "parse", text], {
+        encoding: "utf8",
+      }).split("\n");
+    for (const name of readdirSync(FILES).filter((f) => f.endsWith(".sh"))) {
+      const before = parsed(readFileSync(join(FILES, name), "utf8"));
+      const after = parsed(boxFile(name));
+      expect(after.length, name).toBe(before.length);
+      const differ = before.flatMap((line, i) => (line === after[i] ? [] : [[line, after[i]!]]));
+      // the one text that spans lines: an awk program in provision.sh, to which a line's leading blanks mean nothing
+      for (const [x, y] of differ) expect(y!.trimStart(), name).toBe(x!.trimStart());
+      expect(differ.length, name).toBeLessThanOrEqual(name === "provision.sh" ? 1 : 0);
+    }
+  });
+
+  test("scripts lose their indentation but inside a here-document, whose lines are text, and after a backslash-newline", () => {
+    const script = [
+      "f() {",
+      "  if x; then",
+      "\ty <<<'in'",
+      "  fi",
+      "  python3 - <<'EOF'",
+      "if a:",
+      "    b()",
+      "EOF",
+      "  echo a\\",
+      "  b",
+      '  cat <<"END"',
+      "  kept",
+      "END",
+      "  z",
+      "}",
+      "",
+    ];
+    expect(withoutIndentation(script.join("\n"))).toBe(
+      [
+        "f() {",
+        "if x; then",
+        "y <<<'in'",
+        "fi",
+        "python3 - <<'EOF'",
+        "if a:",
+        "    b()",
+        "EOF",
+        "echo a\\",
+        // a continued line keeps its blanks: "echo a  b" is two words, "echo ab" one
+        "  b",
+        'cat <<"END"',
+        "  kept",
+        "END",
+        "z",
+        "}",
+        "",
+      ].join("\n"),
+    );
   });
 
   test("places every script and unit from cloud-init/files verbatim", () => {
@@ -181,8 +241,12 @@ describe("the document", () => {
       workflow: { prompt: "p", timeoutMinutes: 1 },
       notify: { url: "https://ntfy.sh/t" },
       volume: { deviceGlob: "/dev/disk/by-id/scsi-0HC_Volume_*" },
+      agents: [{ name: "api", work: { kind: "empty" } }],
     };
     const placed: Record<string, string> = {
+      "agents.sh": `${BOX_PATHS.lib}/agents.sh`,
+      "claude-agent@.service": BOX_PATHS.agentUnit,
+      "agentbox-tmux.service": BOX_PATHS.agentsTmuxUnit,
       "lib.sh": `${BOX_PATHS.lib}/lib.sh`,
       "provision.sh": `${BOX_PATHS.lib}/provision`,
       "agent-service.sh": `${BOX_PATHS.lib}/agent-service`,
@@ -216,12 +280,28 @@ describe("the document", () => {
       "logrotate.conf": BOX_PATHS.logrotate,
       "agentbox-resume.service": BOX_PATHS.resumeUnit,
     };
-    expect(Object.keys(placed).sort()).toEqual(readdirSync(FILES).sort());
+    // bake.sh is the image builder's alone (test/baked-image.test.ts), never in a box's user-data
+    // the one agent's unit is on a box without agentbox:agents (every other file is on the one with)
+    expect(file(full, BOX_PATHS.unit)).toBeUndefined();
+    expect(file({ ...full, agents: undefined }, BOX_PATHS.unit)?.content).toBe(
+      withoutInnerComments(readFileSync(join(FILES, "claude-agent.service"), "utf8")),
+    );
+    delete placed["claude-agent.service"];
+    expect([...Object.keys(placed), "claude-agent.service"].sort()).toEqual(
+      readdirSync(FILES)
+        .filter((f) => f !== "bake.sh")
+        .sort(),
+    );
+    expect(renderCloudConfig(full, { readable: true })).not.toContain("seal_image() {");
     for (const [name, path] of Object.entries(placed)) {
       const source = readFileSync(join(FILES, name), "utf8");
       // scripts, units and settings travel without their inner comment lines (see boxFile); the rest byte for byte
       expect(file(full, path)?.content, path).toBe(
-        /\.(sh|service|timer|conf)$/.test(name) ? withoutInnerComments(source) : source,
+        /\.sh$/.test(name)
+          ? withoutIndentation(withoutInnerComments(source))
+          : /\.(service|timer|conf)$/.test(name)
+            ? withoutInnerComments(source)
+            : source,
       );
     }
     expect(doc(base).runcmd).toEqual([[`${BOX_PATHS.lib}/provision`]]);
@@ -538,6 +618,15 @@ describe("external validators", () => {
     expect(r.status).toBe(0);
   });
 
+  test("shellcheck: every script as the box gets it (without comments and indentation), silent", () => {
+    const dir = mkdtempSync(join(tmpdir(), "agentbox-boxfiles-"));
+    const scripts = readdirSync(FILES).filter((f) => f.endsWith(".sh"));
+    for (const name of scripts) writeFileSync(join(dir, name), boxFile(name));
+    const r = run("shellcheck", ["-x", "-P", dir, ...scripts.map((n) => join(dir, n))]);
+    expect(r.output).toBe("");
+    expect(r.status).toBe(0);
+  });
+
   test("shellcheck: the runcmd script as cloud-init writes it", () => {
     const runcmd = doc(base).runcmd as string[][];
     const script = `#!/bin/sh\n${runcmd.map((argv) => argv.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ")).join("\n")}\n`;
@@ -545,7 +634,7 @@ describe("external validators", () => {
     expect(r.output).toBe("");
   });
 
-  test("systemd-analyze --user verify: the agent unit, silent", () => {
+  test("systemd-analyze --user verify: the agent unit, an agent of agentbox:agents and their tmux server, silent", () => {
     // The unit names its scripts at their box paths; a private mount namespace puts them there for the check only.
     const script = [
       "set -e",
@@ -554,6 +643,10 @@ describe("external validators", () => {
       `cp "$1/agent-service.sh" ${BOX_PATHS.lib}/agent-service`,
       `chmod 0755 ${BOX_PATHS.lib}/agent-service`,
       'XDG_RUNTIME_DIR="$2" systemd-analyze --user verify "$1/claude-agent.service"',
+      // with agentbox:agents: an instance of the template, and the agents' tmux server it requires
+      'mkdir "$2/units" && cp "$1/claude-agent@.service" "$1/agentbox-tmux.service" "$2/units/"',
+      'ln -s claude-agent@.service "$2/units/claude-agent@api.service"',
+      'XDG_RUNTIME_DIR="$2" systemd-analyze --user verify "$2/units/claude-agent@api.service" "$2/units/agentbox-tmux.service"',
     ].join("\n");
     const runtime = mkdtempSync(join(tmpdir(), "agentbox-xdg-"));
     const r = run("unshare", ["-m", "sh", "-c", script, "verify", FILES, runtime]);

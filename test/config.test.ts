@@ -534,24 +534,25 @@ const BAD: Bad[] = [
     ],
   },
   {
-    name: "repoUrl: a file URL",
-    raw: { ...ok, repoUrl: "file:///etc" },
+    // a repository on the box itself is a file:/// URL (an absolute path); anything else under file: is not
+    name: "repoUrl: a file URL that is not absolute",
+    raw: { ...ok, repoUrl: "file://etc" },
     problems: [
-      'agentbox:repoUrl: "file:///etc" is not a git URL agentbox can clone (https://host/path, ssh://host/path or user@host:path, without spaces). Fix: pulumi config set agentbox:repoUrl https://github.com/you/repo.git',
+      'agentbox:repoUrl: "file://etc" is not a git URL agentbox can clone (https://host/path, ssh://host/path, user@host:path or file:///path on the box, without spaces). Fix: pulumi config set agentbox:repoUrl https://github.com/you/repo.git',
     ],
   },
   {
     name: "repoUrl: an option in disguise",
     raw: { ...ok, repoUrl: "-oProxyCommand=x" },
     problems: [
-      'agentbox:repoUrl: "-oProxyCommand=x" is not a git URL agentbox can clone (https://host/path, ssh://host/path or user@host:path, without spaces). Fix: pulumi config set agentbox:repoUrl https://github.com/you/repo.git',
+      'agentbox:repoUrl: "-oProxyCommand=x" is not a git URL agentbox can clone (https://host/path, ssh://host/path, user@host:path or file:///path on the box, without spaces). Fix: pulumi config set agentbox:repoUrl https://github.com/you/repo.git',
     ],
   },
   {
     name: "repoUrl: with a space",
     raw: { ...ok, repoUrl: "https://github.com/you/my repo.git" },
     problems: [
-      'agentbox:repoUrl: "https://github.com/you/my repo.git" is not a git URL agentbox can clone (https://host/path, ssh://host/path or user@host:path, without spaces). Fix: pulumi config set agentbox:repoUrl https://github.com/you/repo.git',
+      'agentbox:repoUrl: "https://github.com/you/my repo.git" is not a git URL agentbox can clone (https://host/path, ssh://host/path, user@host:path or file:///path on the box, without spaces). Fix: pulumi config set agentbox:repoUrl https://github.com/you/repo.git',
     ],
   },
   {

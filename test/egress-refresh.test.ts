@@ -179,3 +179,17 @@ test("on the real kernel: a second refresh moves the timeout forward, a dead hos
   ]);
   expect(Object.keys(elements(readFileSync(join(dir, "resolvers6.json"), "utf8")))).toEqual(["2001:db8::53"]);
 });
+
+test("agentbox:agents: a repository of an agent's own is allowed too (a file:/// one has no host; a worktree's is the stack's)", () => {
+  const dir = box(`${ANSWERS}docs.example.net 192.0.2.40\n`);
+  writeFileSync(
+    join(dir, "agents"),
+    "api\tworktree\tfix-login\t\ndocs\trepo\thttps://docs.example.net/team/docs.git\tmain\nlocal\trepo\tfile:///srv/x.git\t\n",
+  );
+  writeFileSync(join(dir, "bin", "nft"), `#!/bin/bash\n{ echo "nft $*"; cat; } >>"${dir}/nft.log"\n`);
+  chmodSync(join(dir, "bin", "nft"), 0o755);
+  const r = spawnSync("unshare", ["-m", "bash", "-c", inNamespace(dir, "refresh")], { encoding: "utf8" });
+  expect(r.stderr).toBe("");
+  expect(r.stdout).toContain("egress: 4 hosts allowed, 1 did not resolve");
+  expect(readFileSync(join(dir, "nft.log"), "utf8")).toContain("192.0.2.40 timeout 2h");
+});

@@ -395,6 +395,12 @@ export const CHANGE_TABLE: ChangeRow[] = [
   userDataRow("workflowKeepRuns", { [k("workflowKeepRuns")]: "5" }),
   userDataRow("conversationRetentionDays", { [k("conversationRetentionDays")]: "90" }),
   userDataRow("maintenanceWindow", { [k("maintenanceWindow")]: "Sun 03:00-05:00" }),
+  userDataRow(
+    "agents",
+    { [k("agents")]: JSON.stringify([{ name: "api" }, { name: "docs" }]) },
+    undefined,
+    "Replaces the server: the list is part of the user-data. Every agent starts again on the new server and continues its conversation; an agent removed from the list is disabled, its workspace (~/agents/<name>) kept.",
+  ),
   {
     key: "sshPrivateKeyFile",
     does: "In place: the readiness wait and the release before destroy log in with that key instead of the ssh-agent.",

@@ -17,7 +17,27 @@ test("status goes to the box the stack's own sshCommand names and runs agentbox-
     header: "dev: hetzner cx43, 16 GB, 16.49 EUR/month (catalogue of 2026-09-29, excl. VAT); tailnet agentbox-dev",
     command: ["ssh", "-t", "-o", "ConnectTimeout=15", "agent@agentbox-dev", "agentbox-status"],
     notes: [],
+    agents: [],
   });
+});
+
+test("with agentbox:agents, status names each agent, what it works on and its attach command", () => {
+  const agents = [
+    {
+      name: "api",
+      work: "worktree of the stack's repository, branch agentbox/api",
+      attachCommand: "ssh -t agent@agentbox-dev tmux -L agentbox attach -t api",
+    },
+    {
+      name: "docs",
+      work: "an empty folder",
+      attachCommand: "ssh -t agent@agentbox-dev tmux -L agentbox attach -t docs",
+    },
+  ];
+  expect(statusPlan({ ...outputs, agents }, "dev").agents).toEqual([
+    "agent api (worktree of the stack's repository, branch agentbox/api): ssh -t agent@agentbox-dev tmux -L agentbox attach -t api",
+    "agent docs (an empty folder): ssh -t agent@agentbox-dev tmux -L agentbox attach -t docs",
+  ]);
 });
 
 const token = (setAt: string) => ({ key: "claudeOauthToken", setAt });

@@ -14,14 +14,29 @@ steps=$(grep -v -e '^result=' "$STATUS" 2>/dev/null | grep -v '=ok$' | paste -sd
 row provision: "$(status_of result || true)${steps:+ ($steps)}  [$STATUS]"
 row cloud-init: "$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
 
-if unit=$(agentbox_agent_output systemctl --user show claude-agent.service -p ActiveState -p SubState -p NRestarts \
-  -p ActiveEnterTimestamp 2>/dev/null | agentbox_printable) && [ -n "$unit" ]; then
-  state=$(sed -n 's/^ActiveState=//p' <<<"$unit")/$(sed -n 's/^SubState=//p' <<<"$unit")
-  since=$(sed -n 's/^ActiveEnterTimestamp=//p' <<<"$unit")
-  row agent: "$state since ${since:-?}, restarted $(sed -n 's/^NRestarts=//p' <<<"$unit") times (claude-agent.service)"
-else
-  row agent: "(not visible to $(id -un): run as $AGENT_USER, with sudo, or as root)"
-fi
+# each agent (agentbox:agents), or the one agent: its unit's state and restarts, and with a list where it works
+mapfile -t NAMES < <(agentbox_agent_names)
+agent_row() { # NAME
+  local unit label=agent: text state since where=''
+  unit=$(agentbox_agent_unit "$1")
+  [ -r "$AGENTBOX_AGENTS_FILE" ] && label="agent $1:" && where=$(
+    # shellcheck source=agents.sh disable=SC1091 # boxes with agentbox:agents only
+    . /usr/local/lib/agentbox/agents.sh && agentbox_agent "$1" && case $AGENT_WORK in
+      worktree) echo "; ${WORKSPACE/#$AGENT_HOME/\~} (worktree, branch $AGENT_WORK_VALUE)" ;;
+      repo) echo "; ${WORKSPACE/#$AGENT_HOME/\~} (clone of $AGENT_WORK_VALUE)" ;;
+      *) echo "; ${WORKSPACE/#$AGENT_HOME/\~}" ;;
+    esac
+  )
+  if text=$(agentbox_agent_output systemctl --user show "$unit" -p ActiveState -p SubState -p NRestarts \
+    -p ActiveEnterTimestamp 2>/dev/null | agentbox_printable) && [ -n "$text" ]; then
+    state=$(sed -n 's/^ActiveState=//p' <<<"$text")/$(sed -n 's/^SubState=//p' <<<"$text")
+    since=$(sed -n 's/^ActiveEnterTimestamp=//p' <<<"$text")
+    row "$label" "$state since ${since:-?}, restarted $(sed -n 's/^NRestarts=//p' <<<"$text") times ($unit)$where"
+  else
+    row "$label" "(not visible to $(id -un): run as $AGENT_USER, with sudo, or as root)"
+  fi
+}
+for name in "${NAMES[@]}"; do agent_row "$name"; done
 
 if command -v tailscale >/dev/null; then
   row tailscale: "$(tailscale status --self=true --peers=false 2>&1 | head -n 1)"
@@ -91,14 +106,18 @@ case $(auth_of state 'ok|failed') in
     case $(auth_of credential 'oauth_token|api_key|login') in
       api_key) fix="set a new key: pulumi config set --secret agentbox:anthropicApiKey, then npm run up" ;;
       oauth_token) fix="a new token: claude setup-token on your laptop, then pulumi config set --secret agentbox:claudeOauthToken and npm run up (or attach and /login)" ;;
-      *) fix="attach (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION) and /login" ;;
+      *) fix="attach (tmux -L $AGENTBOX_TMUX_SOCKET attach -t ${NAMES[0]}) and /login" ;;
     esac
     row auth: "FAILED: $(auth_of error '[a-z_]{1,40}') since $(utc "$(auth_of since '[0-9]{1,12}')"): $fix"
     ;;
   *) row auth: "no turn seen yet" ;;
 esac
 
-echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $AGENTBOX_SESSION):"
-agentbox_agent_output tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "$AGENTBOX_SESSION" |
-  agentbox_printable | sed '/^[[:space:]]*$/d' | tail -n "${LINES_OF_SCREEN:-12}" | sed 's/^/  /' ||
-  echo "  (no tmux session)"
+# each agent's screen: the one agent's last 12 lines, or 6 of each of several
+lines=${LINES_OF_SCREEN:-$([ ${#NAMES[@]} = 1 ] && echo 12 || echo 6)}
+for name in "${NAMES[@]}"; do
+  echo "screen      (tmux -L $AGENTBOX_TMUX_SOCKET attach -t $name):"
+  agentbox_agent_output tmux -L "$AGENTBOX_TMUX_SOCKET" capture-pane -p -t "=$name:" |
+    agentbox_printable | sed '/^[[:space:]]*$/d' | tail -n "$lines" | sed 's/^/  /' ||
+    echo "  (no tmux session)"
+done

@@ -22,6 +22,9 @@ allowed_hosts() {
     awk '{ for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; break } }' | host_of
   [ -s "$ETC/npm-registry" ] && host_of <"$ETC/npm-registry"
   [ -n "${REPO_URL:-}" ] && host_of <<<"$REPO_URL"
+  # the repositories of agentbox:agents' own (root's list; a file:/// one has no host)
+  [ -r "$ETC/agents" ] && awk -F '\t' '$2 == "repo" && $3 !~ /^file:/ { print $3 }' "$ETC/agents" | host_of
+  return 0
 }
 
 # "SET { a, b }": one family's addresses but loopback (one odd word would fail the whole transaction)

@@ -5,6 +5,13 @@
 # share its lifetime (systemd stops that server whenever Claude Code is restarted).
 export AGENTBOX_TMUX_SOCKET=agentbox AGENTBOX_SESSION=claude
 
+# The box's agents (agentbox:agents), from /etc/agentbox/agents (root's, written by cloud-init): one a line,
+# NAME<TAB>KIND<TAB>VALUE<TAB>BRANCH, KIND being worktree (VALUE its branch), repo (VALUE the URL, BRANCH its branch)
+# or empty. Without the file the box has the one agent of every earlier box: unit claude-agent.service, tmux session
+# claude, workspace ~/workspace.
+AGENTBOX_AGENTS_FILE=/etc/agentbox/agents
+agentbox_agent_names() { if [ -r "$AGENTBOX_AGENTS_FILE" ]; then cut -f 1 "$AGENTBOX_AGENTS_FILE"; else echo claude; fi; }
+agentbox_agent_unit() { if [ -r "$AGENTBOX_AGENTS_FILE" ]; then echo "claude-agent@$1.service"; else echo claude-agent.service; fi; }
 # Exports the KEY=VALUE lines of a file literally: no quotes, no expansion, nothing is ever run. The files are
 # written by agentbox (values are validated to one line), and the same format is valid for systemd's
 # EnvironmentFile=.

@@ -2,8 +2,14 @@
 # agentbox: one line about the box when an interactive shell starts (details: agentbox-status), and one more for each
 # thing that needs the user: a full disk, a reboot for updates, a login the agent lost, a missing home volume.
 if [ -n "${PS1:-}" ] && [ -r /var/lib/agentbox/status ]; then
-  printf 'agentbox: %s. Claude Code: tmux -L agentbox attach -t claude. Details: agentbox-status\n' \
-    "$(sed -n 's/^result=//p' /var/lib/agentbox/status)"
+  if [ -r /etc/agentbox/agents ]; then
+    # agentbox:agents: each on the same tmux server (prefix s switches between them)
+    printf 'agentbox: %s. Agents: %s (tmux -L agentbox attach -t <agent>). Details: agentbox-status\n' \
+      "$(sed -n 's/^result=//p' /var/lib/agentbox/status)" "$(cut -f 1 /etc/agentbox/agents | paste -sd, - | sed 's/,/, /g')"
+  else
+    printf 'agentbox: %s. Claude Code: tmux -L agentbox attach -t claude. Details: agentbox-status\n' \
+      "$(sed -n 's/^result=//p' /var/lib/agentbox/status)"
+  fi
   # Only root's files (the watcher's findings, the volume's wait): the banner runs in every login, the agent's files
   # are not for other users to read. Values are checked against patterns before they are printed.
   # (every command succeeds: the shell sourcing this may run with set -e)

@@ -18,12 +18,22 @@ agentbox_load_env /etc/agentbox/box.env
 # for updates only between turns) and whether its login still works, in files of the agent's own that every reader
 # validates (/var/lib/agentbox/agent/turn, .../auth: state=, since=, ...).
 AGENT_STATE=/var/lib/agentbox/agent
+# One of agentbox:agents (its unit and its session set AGENTBOX_AGENT): its turn in a folder of its own, its name in
+# every message. The login is the box's (one credential for all): one record.
+agent=''
+if [[ ${AGENTBOX_AGENT:-} =~ ^[a-z][a-z0-9-]{0,23}$ ]]; then agent=$AGENTBOX_AGENT; fi
+TURN=turn
+if [ -n "$agent" ]; then
+  TURN=$agent/turn
+  [ -d "$AGENT_STATE/$agent" ] || mkdir -m 0755 "$AGENT_STATE/$agent" 2>/dev/null
+fi
 # record FILE KEY=VALUE...: the whole file, replaced at once (nothing when the folder is not there)
 record() {
-  local name=$1 tmp
+  local name=$1 dir tmp
   shift
-  [ -d "$AGENT_STATE" ] && [ -w "$AGENT_STATE" ] || return 0
-  tmp=$(mktemp "$AGENT_STATE/.$name.XXXXXX") || return 0
+  dir=$AGENT_STATE/$(dirname "$name")
+  [ -d "$dir" ] && [ -w "$dir" ] || return 0
+  tmp=$(mktemp "$dir/.${name##*/}.XXXXXX") || return 0
   { printf '%s\n' "$@" >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$AGENT_STATE/$name"; } || rm -f "$tmp"
 }
 # recorded FILE KEY
@@ -56,7 +66,7 @@ auth_fix() {
   case $1 in
     api_key) echo "set a new key: pulumi config set --secret agentbox:anthropicApiKey, then npm run up" ;;
     oauth_token) echo "a new token: claude setup-token on your laptop, then pulumi config set --secret agentbox:claudeOauthToken and npm run up (or attach and /login)" ;;
-    *) echo "attach (tmux -L agentbox attach -t claude) and /login" ;;
+    *) echo "attach (tmux -L agentbox attach -t ${agent:-claude}) and /login" ;;
   esac
 }
 # The workflow's headless claude has hooks too, but its run is the workflow's state: its turns are not the agent's.
@@ -66,10 +76,10 @@ session_id() { field session_id | tr -cd 'A-Za-z0-9_-' | cut -c 1-64; }
 turn_ended() {
   local session
   session=$(session_id)
-  if [ "$(recorded turn state)" = busy ] && [ -n "$(recorded turn session)" ] && [ "$(recorded turn session)" != "$session" ]; then
+  if [ "$(recorded "$TURN" state)" = busy ] && [ -n "$(recorded "$TURN" session)" ] && [ "$(recorded "$TURN" session)" != "$session" ]; then
     return 0
   fi
-  record turn state=idle "since=$(date +%s)" "session=$session"
+  record "$TURN" state=idle "since=$(date +%s)" "session=$session"
 }
 
 detach=''
@@ -83,7 +93,7 @@ if [ "$event" = hook ]; then
   hook_event=$(field hook_event_name)
   if ! in_workflow; then
     case $hook_event in
-      UserPromptSubmit) record turn state=busy "since=$(date +%s)" "session=$(session_id)" ;;
+      UserPromptSubmit) record "$TURN" state=busy "since=$(date +%s)" "session=$(session_id)" ;;
       Stop | StopFailure) turn_ended ;;
     esac
   fi
@@ -102,7 +112,7 @@ if [ "$event" = hook ]; then
   [ "$hook_event" = UserPromptSubmit ] && exit 0
 elif [ "$event" = agent-exit ]; then
   # claude is gone, and with it any turn it was in
-  record turn state=idle "since=$(date +%s)" session=
+  record "$TURN" state=idle "since=$(date +%s)" session=
 fi
 
 conf=${AGENTBOX_NOTIFY_ENV:-$HOME/.config/agentbox/notify.env}
@@ -111,7 +121,7 @@ conf=${AGENTBOX_NOTIFY_ENV:-$HOME/.config/agentbox/notify.env}
 if [ -n "$detach" ]; then
   if systemd-run --user --quiet --collect --no-block \
     --setenv=SERVICE_RESULT="${SERVICE_RESULT:-}" --setenv=EXIT_CODE="${EXIT_CODE:-}" \
-    --setenv=EXIT_STATUS="${EXIT_STATUS:-}" /usr/local/lib/agentbox/notify "$@" 2>/dev/null; then
+    --setenv=EXIT_STATUS="${EXIT_STATUS:-}" --setenv=AGENTBOX_AGENT="$agent" /usr/local/lib/agentbox/notify "$@" 2>/dev/null; then
     exit 0
   fi
   # no user manager to hand it to: send it from here, within the time limit below
@@ -144,11 +154,11 @@ case $event in
     ;;
   agent-exit)
     # a crash loop restarts every few seconds: one message a minute is enough
-    stamp=${XDG_RUNTIME_DIR:-/tmp}/agentbox/notify-agent-exit
+    stamp=${XDG_RUNTIME_DIR:-/tmp}/agentbox/notify-agent-exit${agent:+-$agent}
     mkdir -p "${stamp%/*}"
     if [ -e "$stamp" ] && [ $(($(date +%s) - $(stat -c %Y "$stamp"))) -lt 60 ]; then exit 0; fi
     touch "$stamp"
-    text="the agent stopped (${SERVICE_RESULT:-unknown}, ${EXIT_CODE:-?} ${EXIT_STATUS:-?}); systemd restarts it"
+    text="the agent${agent:+ $agent} stopped (${SERVICE_RESULT:-unknown}, ${EXIT_CODE:-?} ${EXIT_STATUS:-?}); systemd restarts it"
     priority=high tags=warning
     ;;
   workflow-end)
@@ -170,7 +180,7 @@ curl_config() {
 }
 if ! curl -sS -o /dev/null --fail --max-time 10 --connect-timeout 5 \
   -H "Title: agentbox $(hostname)" -H "Priority: $priority" -H "Tags: $tags" \
-  --config <(curl_config) --data-binary @- <<<"[${BOX_PROJECT:-agentbox}/${BOX_STACK:-?}] $text"; then
+  --config <(curl_config) --data-binary @- <<<"[${BOX_PROJECT:-agentbox}/${BOX_STACK:-?}${agent:+/$agent}] $text"; then
   echo "agentbox-notify: could not send the $event notification (dropped)" >&2
 fi
 exit 0

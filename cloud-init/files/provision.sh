@@ -368,6 +368,10 @@ clone_repo() {
   fi
   local args=(clone --quiet)
   [ -n "${REPO_BRANCH:-}" ] && args+=(--branch "$REPO_BRANCH")
+  # A repository on the box itself (file:///path) is root's or an image's: git serves it to another user only when
+  # told it is safe (its "dubious ownership" check), and the upload-pack it starts for a local clone reads neither
+  # -c nor the environment's settings, only its own command line. (The path is config.ts's: no blanks, no quotes.)
+  [[ $REPO_URL == file:///* ]] && args+=(--upload-pack "git -c safe.directory=${REPO_URL#file://} upload-pack")
   # none of a kept home's git or ssh settings (its hooks, helpers, ssh config): the clone runs during provisioning
   as_agent_for 1800 env GIT_SSH_COMMAND="ssh -F /dev/null -o StrictHostKeyChecking=accept-new -o BatchMode=yes" \
     GIT_TERMINAL_PROMPT=0 GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 \
@@ -416,29 +420,55 @@ start_watch() {
 
 # What `systemctl --user enable UNIT` does, done as files: cloud-init runs as root with no login session, where
 # `systemctl --user` has no manager to talk to. enable_user_unit UNIT (a unit in /etc/systemd/user)
+# enable_user_unit UNIT (a unit in /etc/systemd/user, or an instance of a template there)
+WANTS=.config/systemd/user/default.target.wants
 enable_user_unit() {
-  local wants=.config/systemd/user/default.target.wants
-  home_files "$AGENT_HOME" dir "$wants" && home_files "$AGENT_HOME" rm "$wants/$1" &&
-    as_agent ln -s "/etc/systemd/user/$1" "$AGENT_HOME/$wants/$1"
+  local file=$1
+  [[ $1 == *@?*.service ]] && file=${1%%@*}@.service
+  home_files "$AGENT_HOME" dir "$WANTS" && home_files "$AGENT_HOME" rm "$WANTS/$1" &&
+    as_agent ln -s "/etc/systemd/user/$file" "$AGENT_HOME/$WANTS/$1"
+}
+
+# The agent units of this box: one per agent of agentbox:agents, or the one claude-agent.service.
+agent_units() {
+  local name
+  for name in $(agentbox_agent_names); do agentbox_agent_unit "$name"; done
+}
+# An earlier box's home (a kept volume) may enable agents this box does not have (removed from agentbox:agents, or the
+# one agent of a stack that has a list now): their links go, so that they never start here. The names are listed as
+# the agent and only agentbox's own unit names are acted on.
+disable_other_agents() {
+  local link
+  while read -r link; do
+    [[ $link =~ ^claude-agent(@[a-z0-9-]{1,24})?\.service$ ]] || continue
+    agent_units | grep -qxF -- "$link" && continue
+    echo "an earlier box's agent unit $link is not one of this box's agents: disabled"
+    home_files "$AGENT_HOME" rm "$WANTS/$link" || return 1
+  done < <(as_agent find -P "$AGENT_HOME/$WANTS" -mindepth 1 -maxdepth 1 -name 'claude-agent*.service' -printf '%f\n' 2>/dev/null |
+    head -n 64)
 }
 
 start_agent() {
   # where the agent's hooks record its turn and its login (read, validated, by the watcher and agentbox-status)
   install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 /var/lib/agentbox/agent || fail "could not make /var/lib/agentbox/agent" || return 1
-  # enabled before linger, so the user manager starts it itself
-  enable_user_unit claude-agent.service || fail "could not enable claude-agent.service" || return 1
+  local units unit _ inactive
+  mapfile -t units < <(agent_units)
+  disable_other_agents || fail "could not disable an earlier box's agents" || return 1
+  # enabled before linger, so the user manager starts them itself
+  for unit in "${units[@]}"; do enable_user_unit "$unit" || fail "could not enable $unit" || return 1; done
   loginctl enable-linger "$AGENT_USER" || fail "loginctl enable-linger failed" || return 1
   # enable-linger returns before the user manager is up
   systemctl start "user@$AGENT_UID.service" || fail "user@$AGENT_UID.service did not start" || return 1
   as_agent systemctl --user daemon-reload
   # without waiting for the start job (a kept home's drop-in could make it last forever): the poll below decides
-  as_agent systemctl --user start --no-block claude-agent.service || fail "claude-agent.service did not start" || return 1
-  local _
+  as_agent systemctl --user start --no-block "${units[@]}" || fail "${units[*]} did not start" || return 1
   for _ in $(seq 30); do
-    as_agent systemctl --user is-active --quiet claude-agent.service && return 0
+    inactive=()
+    for unit in "${units[@]}"; do as_agent systemctl --user is-active --quiet "$unit" || inactive+=("$unit"); done
+    [ ${#inactive[@]} = 0 ] && return 0
     sleep 1
   done
-  fail "claude-agent.service is not active: $(as_agent systemctl --user is-active claude-agent.service)"
+  fail "$(for unit in "${inactive[@]}"; do printf '%s is not active: %s; ' "$unit" "$(as_agent systemctl --user is-active "$unit")"; done | sed 's/; $//')"
 }
 
 start_workflow() {
@@ -555,41 +585,11 @@ claude_in_image() { # PLATFORM
     [ "$(image_value claude_version)" = "$CLAUDE_VERSION" ] && [ "$(image_value claude_platform)" = "$1" ]
 }
 
-bake_image() {
-  local os missing
-  mapfile -t missing < <(missing_packages)
-  [ ${#missing[@]} = 0 ] || fail "not installed: ${missing[*]} (see /var/log/cloud-init-output.log)" || return 1
-  install_claude || return 1
-  os=$(. /etc/os-release && echo "$ID-$VERSION_ID")
-  printf '%s\n' "claude_version=$CLAUDE_VERSION" "claude_platform=$CLAUDE_PLATFORM" "claude_install=$CLAUDE_INSTALL" \
-    "packages=$PACKAGES" "builder=$BUILDER" "os=$os" "created=$(date -u +%FT%TZ)" >"$IMAGE_FILE.tmp" &&
-    mv "$IMAGE_FILE.tmp" "$IMAGE_FILE" || fail "could not write $IMAGE_FILE" || return 1
-  cat "$IMAGE_FILE"
-  # ordered after cloud-init's final stage, which would otherwise write its state back after the clean
-  systemd-run --quiet --no-block --unit=agentbox-seal --property=After=cloud-final.service \
-    /usr/local/lib/agentbox/provision --seal || fail "systemd-run could not queue the seal"
-}
-
-seal_image() {
-  local rc=0
-  cloud-init status --wait >/dev/null || rc=$?
-  # 2 is "done, with recoverable errors"; 1 is a failure, which leaves the builder up to be looked at
-  if [ $rc = 1 ]; then
-    echo "agentbox: cloud-init reports an error (cloud-init status --long): the image is not sealed"
-    return 1
-  fi
-  cloud-init clean --logs || return 1
-  # Empty, not cloud-init's "uninitialized" (--machine-id): every boot of the image still gets a machine id of its
-  # own, but no first-boot unit presets, which would enable units (networkd-wait-online...) the builder had not.
-  : >/etc/machine-id
-  find /var/lib/apt/lists -type f -delete
-  apt-get clean
-  rm -f /etc/ssh/ssh_host_*key* /root/.ssh/authorized_keys /var/lib/systemd/random-seed \
-    /var/lib/systemd/credential.secret "$BAKE_ENV"
-  echo "agentbox: image sealed; powering off"
-  systemctl poweroff
-}
-
+# the image's own steps (bake.sh) travel in the builder's user-data alone, not in every box's
+if [ $MODE != box ]; then
+  # shellcheck source=bake.sh disable=SC1091 # an image builder's alone
+  . "$LIB/bake.sh"
+fi
 case $MODE in
   bake)
     bake_image && echo "agentbox: image baked; it is sealed once cloud-init is done" && exit 0

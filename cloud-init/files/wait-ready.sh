@@ -1,5 +1,5 @@
 #!/bin/bash
-# agentbox-wait-ready: blocks until this box is ready (provisioning done and the agent unit active) and says so,
+# agentbox-wait-ready: blocks until this box is ready (provisioning done and every agent's unit active) and says so,
 # or prints why not. `pulumi up` runs it over SSH as the agent user; anyone may run it.
 #
 # usage: agentbox-wait-ready [--timeout SECONDS]   (default 900)
@@ -15,7 +15,22 @@ STATUS=/var/lib/agentbox/status
 timeout=900
 if [ "${1:-}" = --timeout ] && [[ ${2:-} =~ ^[0-9]+$ ]]; then timeout=$2; fi
 result() { sed -n 's/^result=//p' "$STATUS" 2>/dev/null; }
-agent_state() { agentbox_as_agent systemctl --user is-active claude-agent.service 2>/dev/null; }
+# every agent's unit (agentbox:agents), or the one claude-agent.service
+mapfile -t UNITS < <(for name in $(agentbox_agent_names); do agentbox_agent_unit "$name"; done)
+UNITS_TEXT=$(IFS=, && echo "${UNITS[*]}")
+agent_state() { # "active" when every agent's unit is, else the state of the first that is not (and which)
+  local unit state
+  for unit in "${UNITS[@]}"; do
+    # the agent's user manager answers: one word, or "?"
+    state=$(agentbox_as_agent systemctl --user is-active "$unit" 2>/dev/null | head -n 1)
+    [[ $state =~ ^[a-z-]{1,32}$ ]] || state='?'
+    if [ "$state" != active ]; then
+      if [ ${#UNITS[@]} = 1 ]; then echo "$state"; else echo "$state ($unit)"; fi
+      return 1
+    fi
+  done
+  echo active
+}
 problems() { grep -v -e '^result=' -e '=ok$' "$STATUS" 2>/dev/null | sed 's/^/  /'; }
 where() { # one line of progress: what the box is doing now
   local r steps
@@ -32,12 +47,15 @@ details() {
   cat "$STATUS" 2>/dev/null || echo "(none yet: provisioning has not started)"
   echo "--- cloud-init"
   cloud-init status --long 2>/dev/null | sed -n '/^status:/p; /^errors:/,$p' | head -n 20
-  echo "--- claude-agent.service: $(agent_state || true)"
+  echo "--- $UNITS_TEXT: $(agent_state || true)"
   # the agent's own log: text the agent wrote, made safe for whoever's terminal shows it
-  { agentbox_as_agent journalctl --user -u claude-agent.service -n 15 --no-pager -o cat 2>/dev/null ||
-    echo "(its journal is not readable here)"; } | agentbox_printable
+  for unit in "${UNITS[@]}"; do
+    [ ${#UNITS[@]} = 1 ] || echo "--- $unit"
+    { agentbox_as_agent journalctl --user -u "$unit" -n 15 --no-pager -o cat 2>/dev/null ||
+      echo "(its journal is not readable here)"; } | agentbox_printable
+  done
   echo "--- /var/log/agentbox/provision.log (last lines)"
-  tail -n 15 /var/log/agentbox/provision.log 2>/dev/null || echo "(not readable here)"
+  { tail -n 15 /var/log/agentbox/provision.log 2>/dev/null || echo "(not readable here)"; } | agentbox_printable
 }
 
 start=$(date +%s) last=
@@ -49,14 +67,14 @@ while :; do
       # command exits non-zero for error and degraded: read what it says, not how it exits)
       if grep -qE '^status: (done|error|degraded)' <<<"$(cloud-init status 2>/dev/null)"; then
         if [ "$(agent_state)" = active ]; then
-          echo "agentbox: ready after ${elapsed} s of waiting: $(result), claude-agent.service active"
+          echo "agentbox: ready after ${elapsed} s of waiting: $(result), $UNITS_TEXT active"
           if [ "$(result)" = degraded ]; then
             echo "agentbox: WARNING: an optional step failed (the agent runs):"
             problems
           fi
           exit 0
         fi
-        echo "agentbox: provisioning says $(result) but claude-agent.service is $(agent_state || true)"
+        echo "agentbox: provisioning says $(result) but $UNITS_TEXT is $(agent_state || true)"
         details
         exit 1
       fi

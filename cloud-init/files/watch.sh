@@ -161,12 +161,22 @@ in_window() {
   m=$((10#$h * 60 + 10#$m))
   [[ ,$MAINTENANCE_DAYS, == *,$day,* ]] && [ "$m" -ge "$MAINTENANCE_START_MIN" ] && [ "$m" -lt "$MAINTENANCE_END_MIN" ]
 }
-# the agent's hooks saw a turn start and not end
+# an agent's hooks saw a turn start and not end: the one agent's (turn), or any of agentbox:agents' (NAME/turn);
+# MID_TURN names it
+MID_TURN=''
 mid_turn() {
-  local text since
-  text=$(agentbox_agent_file "$AGENT_STATE/turn")
-  since=$(value "$text" since '[0-9]{1,12}')
-  [ "$(value "$text" state busy)" = busy ] && [ -n "$since" ] && [ $((NOW - since)) -lt $BUSY_STALE_S ]
+  local text since name file
+  for name in $(agentbox_agent_names); do
+    file=$AGENT_STATE/$name/turn
+    [ -r "$AGENTBOX_AGENTS_FILE" ] || file=$AGENT_STATE/turn
+    text=$(agentbox_agent_file "$file")
+    since=$(value "$text" since '[0-9]{1,12}')
+    if [ "$(value "$text" state busy)" = busy ] && [ -n "$since" ] && [ $((NOW - since)) -lt $BUSY_STALE_S ]; then
+      MID_TURN=$name
+      return 0
+    fi
+  done
+  return 1
 }
 
 updates() {
@@ -190,7 +200,7 @@ updates() {
   elif workflow_running >/dev/null; then
     reason="a workflow is running"
   elif mid_turn; then
-    reason="the agent is mid-turn"
+    reason="the agent$([ -r "$AGENTBOX_AGENTS_FILE" ] && echo " $MID_TURN") is mid-turn"
   elif [ -n "$last" ] && [ $((NOW - last)) -lt 3600 ]; then
     reason="the box rebooted for updates less than an hour ago"
   fi

@@ -26,6 +26,7 @@ HERE=$(dirname "$0")
 . "$HERE/checks-memory.sh"
 . "$HERE/checks-resume.sh"
 . "$HERE/checks-weeks.sh"
+. "$HERE/checks-agents.sh"
 
 CLOUD_INIT_TIMEOUT=${CLOUD_INIT_TIMEOUT:-900}
 NAME='' RUN_DIR='' PROXY='' T_BOOT=''
@@ -86,6 +87,9 @@ cmd_test() {
   # the version the stack pinned, as the rendered box settings carry it
   : "${EXPECT_CLAUDE_VERSION:=$(user_data_text "$ud" | sed -n 's/^ *CLAUDE_VERSION=//p' | head -n 1)}"
   start_box "$ud"
+  # agentbox:agents: the checks of the one agent are made on the first, checks-agents.sh's on all of them
+  AGENTS=$(box_env AGENTS)
+  if [ -n "$AGENTS" ]; then UNIT=claude-agent@${AGENTS%%,*}.service SESSION=${AGENTS%%,*}; fi
   # from here on a failing command is a finding for the checks to report, not a reason to stop
   set +e
   interrupt_first_boot
@@ -117,7 +121,9 @@ cmd_test() {
   check_wait_ready
   check_baked_skip
   check_volume
+  agents_before_kills
   check_restart_after_kill
+  check_agents
   check_status_command
   check_memory
   check_ssh_logins ""
@@ -141,6 +147,7 @@ cmd_test() {
   check_late_volume "$t2"
   box_wait_booted 120 || log "the box did not finish starting up within 120 s after the reboot"
   check_after_reboot
+  check_agents_after_reboot
   check_weeks_after_reboot
   active=$(unit_active_since) && t_reboot=$(seconds_between "$t2" "$active")
   check_ssh_logins "after reboot: "

@@ -61,7 +61,7 @@ check_wait_ready() {
   [ -n "${t:-}" ] && T_WAIT_READY=$(seconds_between "$T_BOOT" "$t")
   log "agentbox-wait-ready (${how:-?}) returned $rc, $T_WAIT_READY s after boot; it said:"
   while IFS= read -r line; do log "  $line"; done <<<"$out"
-  if [ "$rc" = 0 ] && grep -q '^agentbox: ready after [0-9]* s of waiting: degraded, claude-agent.service active$' <<<"$out" &&
+  if [ "$rc" = 0 ] && grep -q "^agentbox: ready after [0-9]* s of waiting: degraded, $(units_text) active\$" <<<"$out" &&
     grep -q '^  tailscale=failed: ' <<<"$out" && grep -q '^agentbox: waiting ([0-9]* s): ' <<<"$out"; then
     ok "agentbox-wait-ready (what pulumi up runs): progress while waiting, then ready, naming the failed optional step"
   else
@@ -74,8 +74,8 @@ check_wait_ready_failure() {
   local out rc=0
   ucl stop "$UNIT"
   out=$(cin runuser -u "$AGENT" -- "$WAIT_READY" --timeout 5 2>&1) || rc=$?
-  if [ "$rc" = 1 ] && grep -q "claude-agent.service is inactive" <<<"$out" &&
-    grep -q -- '--- claude-agent.service: inactive' <<<"$out" && grep -q -- '--- /var/lib/agentbox/status' <<<"$out"; then
+  if [ "$rc" = 1 ] && grep -qF "$(units_text) is inactive" <<<"$out" &&
+    grep -qF -- "--- $(units_text): inactive" <<<"$out" && grep -q -- '--- /var/lib/agentbox/status' <<<"$out"; then
     ok "agentbox-wait-ready fails (exit 1) with the box's status and the agent unit's state and log when the agent is down"
   else
     not_ok "agentbox-wait-ready fails (exit 1) with the box's status and the agent unit's state and log when the agent is down" "exit $rc: $out"

@@ -239,7 +239,8 @@ check_sshd() {
 check_agent_service() {
   check "linger: /var/lib/systemd/linger/$AGENT exists" cin test -e "/var/lib/systemd/linger/$AGENT"
   check "user@$AUID.service is active" cin systemctl is-active "user@$AUID.service"
-  check "$UNIT is installed in /etc/systemd/user/" cin test -f "/etc/systemd/user/$UNIT"
+  # an agent of agentbox:agents is an instance of the template claude-agent@.service
+  check "$UNIT is installed in /etc/systemd/user/" cin test -f "/etc/systemd/user/${UNIT/@*./@.}"
   check "$UNIT is enabled for $AGENT" ucl is-enabled "$UNIT"
   check "$UNIT is active" ucl is-active "$UNIT"
   check_units_verify_in_box
@@ -268,14 +269,24 @@ for f in yaml.safe_load(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
   done
 }
 
+# the agent units as agentbox-wait-ready names them: claude-agent.service, or each of agentbox:agents'
+units_text() {
+  local name text=''
+  [ -n "${AGENTS:-}" ] || text=claude-agent.service
+  for name in ${AGENTS//,/ }; do text+="${text:+,}claude-agent@$name.service"; done
+  echo "$text"
+}
+
 # the claude of the agent unit (a workflow's headless claude runs beside it, in a unit of its own)
-unit_claude() {
-  local cg pids
-  cg=$(ucl show -p ControlGroup --value "$UNIT") && [ -n "$cg" ] || return 1
+unit_claude() { agent_claude "$SESSION"; }
+# agent_claude NAME: the pid of an agent's claude, by its cgroup: the one agent's runs in claude-agent.service, each of
+# agentbox:agents' in a scope of its own (agentbox-claude-NAME-<invocation>.scope)
+agent_claude() {
+  local pattern='/claude-agent\.service$'
+  [ -n "${AGENTS:-}" ] && pattern="/agentbox-claude-$1-[0-9a-f]*\.scope\$"
   # shellcheck disable=SC2016 # the loop runs inside the box
-  pids=$(cin sh -c 'for p in $(cat "/sys/fs/cgroup$1/cgroup.procs" 2>/dev/null); do
-    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = claude ] && echo "$p"; done; true' sh "$cg")
-  [ -n "$pids" ] && head -n 1 <<<"$pids"
+  cin sh -c 'for p in $(pgrep -u "$1" -x claude); do grep -q "$2" "/proc/$p/cgroup" 2>/dev/null && echo "$p"; done; true' \
+    sh "$AGENT" "$pattern" | head -n 1 | grep .
 }
 
 # kill -9 claude KILL_ROUNDS times; each time the unit must start a new one (~90 s at most)
@@ -284,7 +295,9 @@ check_restart_after_kill() {
   local round old new t0 deadline active out screens=""
   for round in $(seq "$KILL_ROUNDS"); do
     local what="kill -9 claude ($round/$KILL_ROUNDS): the unit starts a new claude"
-    old=$(unit_claude) || {
+    # a claude to kill: the one of the last round may still be starting (a --continue that found nothing to
+    # continue hands over to a plain start)
+    old=$(eventually 30 unit_claude && unit_claude) || {
       not_ok "$what" "no claude process to kill"
       return
     }
@@ -415,6 +428,16 @@ ssh_accept_rules() {
   done
 }
 
+# agentbox-status's screen of the agent: Claude Code's, in its last 12 lines; with agentbox:agents, 6 lines of each
+# agent's (its input box, at least: Claude Code's name may have scrolled off)
+status_shows_screen() { # TEXT
+  if [ -z "${AGENTS:-}" ]; then
+    grep -q 'Claude Code' <<<"$1"
+  else
+    [ "$(sed -n "/^screen .*attach -t $SESSION):\$/,/^screen /p" <<<"$1" | grep -c '^  .*[^[:space:]]')" -ge 3 ]
+  fi
+}
+
 # agentbox-status, as the agent and as the admin login, after the kills (the unit counts its restarts)
 check_status_command() {
   local out line
@@ -422,23 +445,25 @@ check_status_command() {
   log "agentbox-status as $AGENT:"
   while IFS= read -r line; do log "  $line"; done <<<"$out"
   if grep -q '^provision:  degraded (tailscale=failed: ' <<<"$out" &&
-    grep -Eq "^agent: +active/running since .*, restarted $KILL_ROUNDS times" <<<"$out" &&
+    grep -Eq "^agent${AGENTS:+ $SESSION}: +active/running since .*, restarted $KILL_ROUNDS times" <<<"$out" &&
     grep -q '^tailscale:  not installed (failed: ' <<<"$out" &&
-    grep -q 'Claude Code' <<<"$out"; then
+    status_shows_screen "$out"; then
     ok "agentbox-status as $AGENT: provisioning result, agent state with $KILL_ROUNDS restarts, Tailscale, the screen"
   else
     not_ok "agentbox-status as $AGENT: provisioning result, agent state with $KILL_ROUNDS restarts, Tailscale, the screen" "$out"
   fi
   if [ -n "$ADMIN" ]; then
     out=$(cin runuser -u "$ADMIN" -- agentbox-status 2>&1)
-    if grep -Eq "^agent: +active/running" <<<"$out" && grep -q 'Claude Code' <<<"$out"; then
+    if grep -Eq "^agent${AGENTS:+ $SESSION}: +active/running" <<<"$out" && status_shows_screen "$out"; then
       ok "agentbox-status as $ADMIN (through sudo): the agent's state and screen"
     else
       not_ok "agentbox-status as $ADMIN (through sudo): the agent's state and screen" "$out"
     fi
   fi
   out=$(as_agent bash -lic true 2>&1)
-  if grep -q '^agentbox: degraded. Claude Code: tmux -L agentbox attach -t claude. Details: agentbox-status$' <<<"$out"; then
+  local banner='agentbox: degraded. Claude Code: tmux -L agentbox attach -t claude. Details: agentbox-status'
+  [ -n "${AGENTS:-}" ] && banner="agentbox: degraded. Agents: ${AGENTS//,/, } (tmux -L agentbox attach -t <agent>). Details: agentbox-status"
+  if grep -qxF "$banner" <<<"$out"; then
     ok "login banner: one line with the box's state"
   else
     not_ok "login banner: one line with the box's state" "$out"

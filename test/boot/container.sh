@@ -21,6 +21,10 @@ box_prepare() { # box_prepare RUN_DIR NAME ROOTFS USER_DATA
   install -m 0600 "$user_data" "$m/var/lib/cloud/seed/nocloud/user-data"
   printf 'instance-id: %s\nlocal-hostname: %s\n' "$name" "$name" >"$m/var/lib/cloud/seed/nocloud/meta-data"
 
+  # A repository on the box itself, for a stack whose agentbox:repoUrl is file:///srv/agentbox-fixture.git (the
+  # digitalocean CI stack's agents work in its worktrees): the boot test reaches no git host.
+  [ -d "$m/srv/agentbox-fixture.git" ] || fixture_repo "$m/srv/agentbox-fixture.git"
+
   # harness-only, per run because the proxy's address is: apt and every service use the proxy
   proxy=$(state_get "$dir" PROXY)
   printf 'Acquire::http::Proxy "%s/";\nAcquire::https::Proxy "%s/";\n' "$proxy" "$proxy" \
@@ -30,6 +34,20 @@ box_prepare() { # box_prepare RUN_DIR NAME ROOTFS USER_DATA
       "http_proxy=$proxy https_proxy=$proxy HTTP_PROXY=$proxy HTTPS_PROXY=$proxy no_proxy=localhost,127.0.0.1 NO_PROXY=localhost,127.0.0.1" \
       >"$m/etc/systemd/$manager.conf.d/90-agentbox-boot-proxy.conf"
   done
+}
+
+# fixture_repo DEST: a bare repository with a commit on main and a branch fix-api (an agent's worktree takes it)
+fixture_repo() {
+  local tmp
+  tmp=$(mktemp -d)
+  git -c init.defaultBranch=main init -q "$tmp/work"
+  echo "agentbox boot test fixture" >"$tmp/work/README"
+  git -C "$tmp/work" add README
+  git -C "$tmp/work" -c user.name=agentbox -c user.email=boot@agentbox.test commit -q -m "fixture"
+  git -C "$tmp/work" branch fix-api
+  mkdir -p "${1%/*}"
+  git clone -q --bare "$tmp/work" "$1"
+  rm -rf "$tmp"
 }
 
 # start the box in the background; sets LEADER. box_boot RUN_DIR NAME CONSOLE_LOG
