@@ -16,8 +16,9 @@ agentbox_agent() {
   return 1
 }
 
-# agentbox_agent_scope SCRIPT: claude in a scope of its own, bound to the agent's unit (stopped with it) and holding
-# the agent's share of the agents' memory. The pane is the shared tmux server's child: without the scope claude would
+# agentbox_agent_scope SCRIPT: claude in a scope of its own, bound to the agent's unit (stopped with it, and after it:
+# Before= orders the unit's stop first, so that the unit ends by systemd's signal, not by hearing claude end) and
+# holding the agent's share of the agents' memory. The pane is the shared tmux server's child: without the scope claude would
 # live in that server's unit. Runs SCRIPT again in the scope and exits with it; when no scope can be made, returns.
 agentbox_agent_scope() {
   local scoped rc
@@ -30,7 +31,7 @@ agentbox_agent_scope() {
   mkdir -p "${scoped%/*}" && rm -f "$scoped"
   AGENTBOX_SCOPED=1 systemd-run --user --scope --quiet --collect \
     --unit="agentbox-claude-$AGENTBOX_AGENT-${AGENTBOX_EXIT_CHANNEL##*-}" \
-    -p BindsTo="$AGENTBOX_UNIT" -p After="$AGENTBOX_UNIT" -p OOMPolicy=continue \
+    -p BindsTo="$AGENTBOX_UNIT" -p Before="$AGENTBOX_UNIT" -p OOMPolicy=continue \
     -p MemoryHigh="${AGENT_MEMORY_HIGH_PCT:-75}%" -p MemoryMax="${AGENT_MEMORY_MAX_PCT:-80}%" -- "$1"
   rc=$?
   # the scope ran the script again, which did the rest; else none could be made, and the caller does the rest
