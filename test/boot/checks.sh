@@ -280,13 +280,21 @@ units_text() {
 # the claude of the agent unit (a workflow's headless claude runs beside it, in a unit of its own)
 unit_claude() { agent_claude "$SESSION"; }
 # agent_claude NAME: the pid of an agent's claude, by its cgroup: the one agent's runs in claude-agent.service, each of
-# agentbox:agents' in a scope of its own (agentbox-claude-NAME-<invocation>.scope)
+# agentbox:agents' in a scope of its own (agentbox-claude-NAME-<invocation>.scope). An agent's claude that is not
+# there is looked for below its tmux pane, and said (scope_share in checks-agents.sh checks the scope itself).
 agent_claude() {
-  local pattern='/claude-agent\.service$'
+  local pattern='/claude-agent\.service$' pid pane
   [ -n "${AGENTS:-}" ] && pattern="/agentbox-claude-$1-[0-9a-f]*\.scope\$"
   # shellcheck disable=SC2016 # the loop runs inside the box
-  cin sh -c 'for p in $(pgrep -u "$1" -x claude); do grep -q "$2" "/proc/$p/cgroup" 2>/dev/null && echo "$p"; done; true' \
-    sh "$AGENT" "$pattern" | head -n 1 | grep .
+  pid=$(cin sh -c 'for p in $(pgrep -u "$1" -x claude); do grep -q "$2" "/proc/$p/cgroup" 2>/dev/null && echo "$p"; done; true' \
+    sh "$AGENT" "$pattern" | head -n 1)
+  if [ -z "$pid" ] && [ -n "${AGENTS:-}" ] && pane=$(agent_tmux display-message -p -t "=$1:" '#{pane_pid}' 2>/dev/null); then
+    # shellcheck disable=SC2016 # the walk runs inside the box
+    pid=$(cin sh -c 'todo=$1; while [ -n "$todo" ]; do set -- $todo; p=$1; shift; todo="$* $(pgrep -P "$p" | tr "\n" " ")"
+      [ "$(cat "/proc/$p/comm" 2>/dev/null)" = claude ] && { echo "$p"; break; }; todo=${todo# }; done; true' sh "$pane")
+    [ -n "$pid" ] && log "claude of $1 (pid $pid) found below its pane, not in its scope: $(cin cat "/proc/$pid/cgroup" 2>/dev/null | sed -n 's/^0:://p')" >&2
+  fi
+  [ -n "$pid" ] && echo "$pid"
 }
 
 # kill -9 claude KILL_ROUNDS times; each time the unit must start a new one (~90 s at most)
