@@ -12,6 +12,11 @@ export AGENTBOX_TMUX_SOCKET=agentbox AGENTBOX_SESSION=claude
 AGENTBOX_AGENTS_FILE=/etc/agentbox/agents
 agentbox_agent_names() { if [ -r "$AGENTBOX_AGENTS_FILE" ]; then cut -f 1 "$AGENTBOX_AGENTS_FILE"; else echo claude; fi; }
 agentbox_agent_unit() { if [ -r "$AGENTBOX_AGENTS_FILE" ]; then echo "claude-agent@$1.service"; else echo claude-agent.service; fi; }
+# every agent's unit, one a line (provisioning starts them, the readiness wait waits for them)
+agentbox_agent_units() {
+  local name
+  for name in $(agentbox_agent_names); do agentbox_agent_unit "$name"; done
+}
 # Exports the KEY=VALUE lines of a file literally: no quotes, no expansion, nothing is ever run. The files are
 # written by agentbox (values are validated to one line), and the same format is valid for systemd's
 # EnvironmentFile=.

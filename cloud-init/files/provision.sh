@@ -429,11 +429,6 @@ enable_user_unit() {
     as_agent ln -s "/etc/systemd/user/$file" "$AGENT_HOME/$WANTS/$1"
 }
 
-# The agent units of this box: one per agent of agentbox:agents, or the one claude-agent.service.
-agent_units() {
-  local name
-  for name in $(agentbox_agent_names); do agentbox_agent_unit "$name"; done
-}
 # An earlier box's home (a kept volume) may enable agents this box does not have (removed from agentbox:agents, or the
 # one agent of a stack that has a list now): their links go, so that they never start here. The names are listed as
 # the agent and only agentbox's own unit names are acted on.
@@ -441,7 +436,7 @@ disable_other_agents() {
   local link
   while read -r link; do
     [[ $link =~ ^claude-agent(@[a-z0-9-]{1,24})?\.service$ ]] || continue
-    agent_units | grep -qxF -- "$link" && continue
+    agentbox_agent_units | grep -qxF -- "$link" && continue
     echo "an earlier box's agent unit $link is not one of this box's agents: disabled"
     home_files "$AGENT_HOME" rm "$WANTS/$link" || return 1
   done < <(as_agent find -P "$AGENT_HOME/$WANTS" -mindepth 1 -maxdepth 1 -name 'claude-agent*.service' -printf '%f\n' 2>/dev/null |
@@ -452,7 +447,7 @@ start_agent() {
   # where the agent's hooks record its turn and its login (read, validated, by the watcher and agentbox-status)
   install -d -o "$AGENT_USER" -g "$AGENT_GROUP" -m 0755 /var/lib/agentbox/agent || fail "could not make /var/lib/agentbox/agent" || return 1
   local units unit _ inactive
-  mapfile -t units < <(agent_units)
+  mapfile -t units < <(agentbox_agent_units)
   disable_other_agents || fail "could not disable an earlier box's agents" || return 1
   # enabled before linger, so the user manager starts them itself
   for unit in "${units[@]}"; do enable_user_unit "$unit" || fail "could not enable $unit" || return 1; done

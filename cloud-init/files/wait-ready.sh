@@ -16,7 +16,7 @@ timeout=900
 if [ "${1:-}" = --timeout ] && [[ ${2:-} =~ ^[0-9]+$ ]]; then timeout=$2; fi
 result() { sed -n 's/^result=//p' "$STATUS" 2>/dev/null; }
 # every agent's unit (agentbox:agents), or the one claude-agent.service
-mapfile -t UNITS < <(for name in $(agentbox_agent_names); do agentbox_agent_unit "$name"; done)
+mapfile -t UNITS < <(agentbox_agent_units)
 UNITS_TEXT=$(IFS=, && echo "${UNITS[*]}")
 agent_state() { # "active" when every agent's unit is, else the state of the first that is not (and which)
   local unit state
