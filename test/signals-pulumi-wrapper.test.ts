@@ -196,8 +196,15 @@ describe("a Ctrl-C typed in a real terminal (a pseudo-terminal from script(1))",
     const command = wrapperCommand(s.bin, ["up", "--yes"])
       .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
       .join(" ");
-    // -e: script exits with the command's status; the wrapper and the stand-in are the pty's foreground group
-    const term = spawn("script", ["-qefc", command, "/dev/null"], { env: s.env, stdio: ["pipe", "pipe", "pipe"] });
+    // -e: script exits with the command's status; the wrapper and the stand-in are the pty's foreground group.
+    // script runs the command with $SHELL -c, and dash (Debian's sh) stays there as the wrapper's parent, in the same
+    // group: a non-interactive shell dies of the Ctrl-C (130), where a user's interactive shell would ignore it. exec
+    // puts the wrapper in the shell's place, as a terminal's own command, with any shell (sh here, as where SHELL is
+    // unset: a CI run failed on that, with bash it passed)
+    const term = spawn("script", ["-qefc", `exec ${command}`, "/dev/null"], {
+      env: { ...s.env, SHELL: "/bin/sh" },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     const exit = exited(term);
     await until("the stand-in's up", upStarted(s));
     term.stdin!.write("\x03");
