@@ -18,11 +18,15 @@ const secrets: pulumi.Output<StackSecrets> = pulumi.secret(
       config.auth.kind === "none" ? pulumi.output(undefined) : settings.requireSecret(config.auth.key),
       optional("ntfyUrl"),
       optional("ntfyToken"),
+      optional("approvalsNtfyUrl"),
+      optional("approvalsNtfyToken"),
     ])
-    .apply(([agentAuth, ntfyUrl, ntfyToken]) => ({
+    .apply(([agentAuth, ntfyUrl, ntfyToken, approvalsNtfyUrl, approvalsNtfyToken]) => ({
       ...(agentAuth !== undefined ? { agentAuth } : {}),
       ...(ntfyUrl !== undefined ? { ntfyUrl } : {}),
       ...(ntfyToken !== undefined ? { ntfyToken } : {}),
+      ...(approvalsNtfyUrl !== undefined ? { approvalsNtfyUrl } : {}),
+      ...(approvalsNtfyToken !== undefined ? { approvalsNtfyToken } : {}),
     })),
 );
 

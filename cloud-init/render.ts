@@ -62,6 +62,12 @@ export const BOX_PATHS = {
   agentsTmuxUnit: "/etc/systemd/user/agentbox-tmux.service",
   /** The notification settings for root's own reports (the agent's copy lives in its home, maybe on the volume). */
   rootNotifyEnv: "/etc/agentbox/notify.env",
+  /** agentbox:approvals: the receiver and hook (one Python file), its unit, and the socket only the receiver makes. */
+  approve: "/usr/local/lib/agentbox/approve",
+  approveUnit: "/etc/systemd/system/agentbox-approve.service",
+  approveSocket: "/run/agentbox-approvals/approve.sock",
+  /** Its ntfy topic: root's, handed to the receiver as a systemd credential; never the agent's. */
+  approveEnv: "/etc/agentbox/approvals.env",
 } as const;
 
 export const TMUX_SOCKET = "agentbox";
@@ -101,6 +107,11 @@ export interface BoxSpec {
   volume?: { deviceGlob: string };
   workflow?: { prompt: string; timeoutMinutes: number };
   notify?: { url: string; token?: string };
+  /** Permission requests answered from a phone (files/approve.py): how long one waits, who may answer, the port. */
+  approvals?: { timeoutSeconds: number; approvers: readonly string[]; port: number; url: string; token?: string };
+  /** Claude Code's --permission-mode for the agent's sessions and for the workflow's run. */
+  permissionMode?: string;
+  workflowPermissionMode?: string;
   remoteControl: boolean;
   /** agentbox:agents (config.ts has checked names, URLs and branches); without it, the one agent "claude". */
   agents?: readonly BoxAgent[];
@@ -150,7 +161,7 @@ export function boxFile(name: string): string {
   let text = fileCache.get(name);
   if (text === undefined) {
     text = readFileSync(join(FILES_DIR, name), "utf8");
-    if (/\.(sh|service|timer|conf)$/.test(name)) text = withoutInnerComments(text);
+    if (/\.(sh|service|timer|conf|py)$/.test(name)) text = withoutInnerComments(text);
     if (name.endsWith(".sh")) text = withoutIndentation(text);
     fileCache.set(name, text);
   }
@@ -234,7 +245,9 @@ export function packagesFor(spec: BoxSpec): string[] {
   ];
   // npm fetches Claude Code's platform package (the binary itself does not need Node). Only nodejs is installed:
   // the provision script gets npm through corepack, far cheaper than Debian's npm package (see provision.sh).
-  return spec.claudeCode.installMethod === "npm" ? [...base, "nodejs"] : [...base, "python3"];
+  // python3: the download install's checksum check, and agentbox:approvals' receiver (cloud images have it anyway)
+  const python = spec.claudeCode.installMethod === "download" || spec.approvals ? ["python3"] : [];
+  return [...base, ...(spec.claudeCode.installMethod === "npm" ? ["nodejs"] : []), ...python];
 }
 
 /**
@@ -277,6 +290,12 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     WORKFLOW: spec.workflow ? "1" : undefined,
     WORKFLOW_TIMEOUT_MINUTES: spec.workflow ? String(spec.workflow.timeoutMinutes) : undefined,
     REMOTE_CONTROL: spec.remoteControl ? "1" : undefined,
+    PERMISSION_MODE: spec.permissionMode,
+    WORKFLOW_PERMISSION_MODE: spec.workflowPermissionMode,
+    APPROVALS: spec.approvals ? "1" : undefined,
+    APPROVAL_TIMEOUT: spec.approvals ? String(spec.approvals.timeoutSeconds) : undefined,
+    APPROVERS: spec.approvals?.approvers.length ? spec.approvals.approvers.join(",") : undefined,
+    APPROVE_PORT: spec.approvals ? String(spec.approvals.port) : undefined,
     AGENTS: spec.agents?.map((a) => a.name).join(","),
     AGENT_MEMORY_HIGH_PCT: spec.agents ? String(agentMemoryShare(spec.agents.length).highPercent) : undefined,
     AGENT_MEMORY_MAX_PCT: spec.agents ? String(agentMemoryShare(spec.agents.length).maxPercent) : undefined,
@@ -319,14 +338,29 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
   const hook = (timeout: number) => ({
     hooks: [{ type: "command", command: `${lib}/notify hook`, timeout, async: true }],
   });
+  // agentbox:approvals: the PermissionRequest hook asks the phone. Claude Code shows its prompt meanwhile and takes
+  // the first answer; the hook's own limit is the request's plus a margin, so the receiver's "no answer" comes first.
+  // The hooks after it (the call done, the turn over, a new prompt) tell the receiver what the terminal settled.
+  const approve = (timeout: number, async: boolean) => ({
+    hooks: [{ type: "command", command: `${BOX_PATHS.approve} hook`, timeout, ...(async ? { async } : {}) }],
+  });
+  const approvals = spec.approvals;
+  const withApprovals = (event: string, groups: object[]) =>
+    approvals ? { [event]: [...groups, approve(10, true)] } : { [event]: groups };
+  const bypass = [spec.permissionMode, spec.workflowPermissionMode].includes("bypassPermissions");
   const managedSettings = `${JSON.stringify(
     {
       cleanupPeriodDays: spec.upkeep.conversationRetentionDays,
+      // the stack chose bypassPermissions: its one-time warning, which nobody is there to accept, is not shown
+      ...(bypass ? { skipDangerousModePermissionPrompt: true } : {}),
       hooks: {
-        UserPromptSubmit: [hook(10)],
+        ...withApprovals("UserPromptSubmit", [hook(10)]),
         Notification: [hook(30)],
-        Stop: [hook(30)],
-        StopFailure: [hook(30)],
+        ...withApprovals("Stop", [hook(30)]),
+        ...withApprovals("StopFailure", [hook(30)]),
+        ...(approvals
+          ? { PermissionRequest: [approve(approvals.timeoutSeconds + 30, false)], PostToolUse: [approve(10, true)] }
+          : {}),
       },
     },
     null,
@@ -382,6 +416,18 @@ export function buildCloudConfig(spec: BoxSpec): Record<string, unknown> {
     { path: BOX_PATHS.resumeUnit, content: boxFile("agentbox-resume.service"), permissions: "0644" },
     { path: BOX_PATHS.resumeWants, content: "[Unit]\nWants=agentbox-resume.service\n", permissions: "0644" },
     { path: BOX_PATHS.claudeManagedSettings, content: managedSettings, permissions: "0644" },
+    ...(spec.approvals
+      ? [
+          { path: BOX_PATHS.approve, content: boxFile("approve.py"), permissions: "0755" },
+          {
+            path: BOX_PATHS.approveEnv,
+            content: envFile({ NTFY_URL: spec.approvals.url, NTFY_TOKEN: spec.approvals.token }),
+            owner: "root:root",
+            permissions: "0600",
+          },
+          { path: BOX_PATHS.approveUnit, content: boxFile("agentbox-approve.service"), permissions: "0644" },
+        ]
+      : []),
     ...(spec.volume
       ? [
           { path: `${lib}/volume-mount`, content: boxFile("volume-mount.sh"), permissions: "0755" },

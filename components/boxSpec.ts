@@ -1,7 +1,7 @@
 import { bakePackages, bakeSpecOf } from "../cloud-init/bake";
 import type { BoxSpec } from "../cloud-init/render";
 import type { Cloud } from "./catalogue";
-import type { AgentBoxConfig } from "./config";
+import { APPROVE_PORT, type AgentBoxConfig } from "./config";
 import { DIGITALOCEAN_VOLUME_GLOB } from "./hosts/digitalocean";
 import { HETZNER_VOLUME_GLOB } from "./hosts/hetzner";
 
@@ -11,6 +11,9 @@ export interface BoxSecrets {
   tailnetKey?: string;
   ntfyUrl?: string;
   ntfyToken?: string;
+  /** agentbox:approvals' own topic, which only the receiver (never the agent) gets. */
+  approvalsNtfyUrl?: string;
+  approvalsNtfyToken?: string;
 }
 
 const VOLUME_GLOB: Record<Cloud, string> = { hetzner: HETZNER_VOLUME_GLOB, digitalocean: DIGITALOCEAN_VOLUME_GLOB };
@@ -27,6 +30,8 @@ export const boxSecretsOf = (config: AgentBoxConfig): Omit<BoxSecrets, "tailnetK
   agentAuth: config.auth.kind === "none" ? undefined : config.auth.value,
   ntfyUrl: config.notify?.url,
   ntfyToken: config.notify?.token,
+  approvalsNtfyUrl: config.approvals?.url,
+  approvalsNtfyToken: config.approvals?.token,
 });
 
 /** What the box needs to know, from the validated config plus the secrets that only exist at deploy time. */
@@ -75,6 +80,21 @@ export function boxSpecOf(config: AgentBoxConfig, secrets: BoxSecrets): BoxSpec 
       ? { workflow: { prompt: config.workflow.prompt, timeoutMinutes: config.workflow.timeoutMinutes } }
       : {}),
     ...(notify ? { notify } : {}),
+    ...(config.approvals && secrets.approvalsNtfyUrl !== undefined
+      ? {
+          approvals: {
+            timeoutSeconds: config.approvals.timeoutSeconds,
+            approvers: config.approvals.approvers,
+            port: APPROVE_PORT,
+            url: secrets.approvalsNtfyUrl,
+            ...(secrets.approvalsNtfyToken !== undefined ? { token: secrets.approvalsNtfyToken } : {}),
+          },
+        }
+      : {}),
+    ...(config.permissionMode ? { permissionMode: config.permissionMode } : {}),
+    ...(config.workflow && config.workflowPermissionMode
+      ? { workflowPermissionMode: config.workflowPermissionMode }
+      : {}),
     remoteControl: config.remoteControl,
     ...(config.agents ? { agents: config.agents } : {}),
     upkeep: config.upkeep,

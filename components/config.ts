@@ -27,6 +27,17 @@ export const MAX_WORKFLOW_TIMEOUT_MINUTES = 7 * 24 * 60;
 export const DEFAULT_DISK_WARN_PERCENT = 80;
 /** Workflow runs kept on the box (a volume collects one per box); older ones are removed. */
 export const DEFAULT_WORKFLOW_KEEP_RUNS = 20;
+/** How long a permission request waits for a tap on the phone before it is left to the terminal. */
+export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 900;
+/** The port of the approvals receiver, on the box's tailnet address only: below 1024, so that no process of the agent can take it while the receiver restarts. */
+export const APPROVE_PORT = 876;
+/**
+ * Claude Code's permission modes (its "Permission modes" page): `default` asks for everything but reads,
+ * `acceptEdits` also lets file edits and common filesystem commands through, `plan` only reads and plans, `auto` has
+ * a classifier approve (some plans only), `dontAsk` denies whatever would ask, `bypassPermissions` asks nothing.
+ */
+export const PERMISSION_MODES = ["default", "acceptEdits", "plan", "auto", "dontAsk", "bypassPermissions"] as const;
+export type PermissionMode = (typeof PERMISSION_MODES)[number];
 /**
  * Claude Code deletes conversations older than its `cleanupPeriodDays` (30 by default) at every start; an always-on
  * box that resumes its conversation keeps them a year unless the stack says otherwise.
@@ -74,6 +85,14 @@ export interface AgentBoxConfig {
   workflow?: { prompt: string; from: "workflowPrompt" | "workflowPromptFile"; timeoutMinutes: number };
   /** Push notifications to an ntfy topic (the URL names the topic; both values are secrets). */
   notify?: { url: string; token?: string };
+  /**
+   * Permission requests answered from a phone: the notification's buttons reach a receiver on the box's tailnet
+   * address; an answer counts only from another device of the tailnet (an approver's, when named).
+   */
+  approvals?: { timeoutSeconds: number; approvers: string[]; url: string; token?: string };
+  /** Claude Code's permission mode for the agent and for the workflow (unset: Claude Code's own default). */
+  permissionMode?: PermissionMode;
+  workflowPermissionMode?: PermissionMode;
   /** Claude Code's Remote Control: continue the box's session from the Claude app. */
   remoteControl: boolean;
   /**
@@ -215,9 +234,23 @@ export const CONFIG_KEYS = [
   "conversationRetentionDays",
   "maintenanceWindow",
   "agents",
+  "approvals",
+  "approvalsNtfyUrl",
+  "approvalsNtfyToken",
+  "approvalTimeoutSeconds",
+  "approvers",
+  "permissionMode",
+  "workflowPermissionMode",
 ] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
-export const SECRET_KEYS: readonly ConfigKey[] = ["claudeOauthToken", "anthropicApiKey", "ntfyUrl", "ntfyToken"];
+export const SECRET_KEYS: readonly ConfigKey[] = [
+  "claudeOauthToken",
+  "anthropicApiKey",
+  "ntfyUrl",
+  "ntfyToken",
+  "approvalsNtfyUrl",
+  "approvalsNtfyToken",
+];
 
 /** Raw stack config: key (without namespace) → the string Pulumi stores (lists arrive as JSON text). */
 export type RawConfig = Partial<Record<string, string>>;
@@ -483,6 +516,23 @@ function schemaFor(project: string, stack: string) {
         error: `${k(key)}: the value (hidden) has spaces, quotes, newlines or other characters no ${how} has, or is too short. Fix: copy it again and run pulumi config set --secret ${k(key)} (it prompts for the value, which keeps it out of your shell history)`,
       });
 
+  // never echoed: on a public ntfy server the topic name is the only password
+  const ntfyTopic = (key: ConfigKey) =>
+    z
+      .string()
+      .optional()
+      .refine((v) => v === undefined || NTFY_URL.test(v), {
+        error: `${k(key)}: the value (hidden) is not an ntfy topic URL (https://host/topic, the topic being letters, digits, "-" and "_"; no spaces, query or user:password). Fix: pulumi config set --secret ${k(key)} https://ntfy.sh/<a long random topic>`,
+      });
+
+  const permissionMode = (key: ConfigKey) =>
+    z
+      .enum(PERMISSION_MODES, {
+        error: (i) =>
+          `${k(key)}: ${show(String(i.input))} is not one of Claude Code's permission modes (${PERMISSION_MODES.join(", ")}). Fix: ${set(key, "acceptEdits")}, or pulumi config rm ${k(key)} for Claude Code's default`,
+      })
+      .optional();
+
   const login = (key: ConfigKey, example: string) =>
     z.string().superRefine((v, ctx) => {
       if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(v)) {
@@ -659,20 +709,10 @@ function schemaFor(project: string, stack: string) {
         unit: "minutes",
         example: DEFAULT_WORKFLOW_TIMEOUT_MINUTES,
       }),
-      ntfyUrl: z
-        .string()
-        .optional()
-        .superRefine((v, ctx) => {
-          if (v === undefined) return;
-          // never echoed: on a public ntfy server the topic name is the only password
-          if (!NTFY_URL.test(v)) {
-            ctx.addIssue({
-              code: "custom",
-              message: `${k("ntfyUrl")}: the value (hidden) is not an ntfy topic URL (https://host/topic, the topic being letters, digits, "-" and "_"; no spaces, query or user:password). Fix: pulumi config set --secret ${k("ntfyUrl")} https://ntfy.sh/<a long random topic>`,
-            });
-          }
-        }),
+      ntfyUrl: ntfyTopic("ntfyUrl"),
       ntfyToken: secret("ntfyToken", "ntfy access token"),
+      approvalsNtfyUrl: ntfyTopic("approvalsNtfyUrl"),
+      approvalsNtfyToken: secret("approvalsNtfyToken", "ntfy access token"),
       remoteControl: boolKey("remoteControl", false),
       diskWarnPercent: intKey("diskWarnPercent", {
         min: 50,
@@ -708,6 +748,27 @@ function schemaFor(project: string, stack: string) {
           }
           return w;
         }),
+      approvals: boolKey("approvals", false),
+      approvalTimeoutSeconds: intKey("approvalTimeoutSeconds", {
+        min: 30,
+        max: 3600,
+        unit: "seconds",
+        example: DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+      }),
+      // Tailscale login names (what the admin console shows as the device's owner): alice@example.com, bob@github
+      approvers: listOf("approvers", "you@example.com").pipe(
+        z.array(z.string()).superRefine((logins, ctx) => {
+          logins.forEach((l, i) => {
+            if (!/^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}$/.test(l.trim()))
+              ctx.addIssue({
+                code: "custom",
+                message: `${k("approvers")}[${i}]: ${show(l)} is not a Tailscale login name (user@domain, as the admin console names a device's owner, e.g. alice@example.com or alice@github). Fix: pulumi config set --path '${k("approvers")}[${i}]' you@example.com`,
+              });
+          });
+        }),
+      ),
+      permissionMode: permissionMode("permissionMode"),
+      workflowPermissionMode: permissionMode("workflowPermissionMode"),
       // a list of objects: parsed and checked by agentsOf, which needs the server's memory and the stack's repository
       agents: z.string().optional(),
       // Both clouds number their snapshots; the image itself is read from the cloud and checked in bakedImage.ts.
@@ -818,6 +879,67 @@ function schemaFor(project: string, stack: string) {
           });
         }
       }
+      if (c.approvals) {
+        // The agent holds ntfyUrl and ntfyToken (its hooks send the notifications): on that topic it could read a
+        // request's one-time buttons and post a harmless-looking notification of its own that carries them.
+        if (c.approvalsNtfyUrl === undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: ["approvals"],
+            message: `${k("approvals")}: true, but ${k("approvalsNtfyUrl")} is not set; the requests travel on an ntfy topic of their own, which the agent never sees. Fix: pulumi config set --secret ${k("approvalsNtfyUrl")} https://ntfy.sh/<another long random topic>, or ${set("approvals", "false")}`,
+          });
+        else if (c.ntfyUrl !== undefined && c.approvalsNtfyUrl === c.ntfyUrl)
+          ctx.addIssue({
+            code: "custom",
+            path: ["approvalsNtfyUrl"],
+            message: `${k("approvalsNtfyUrl")}: the same topic as ${k("ntfyUrl")}, which the agent reads and writes: it could post a notification of its own carrying a request's buttons. Fix: pulumi config set --secret ${k("approvalsNtfyUrl")} https://ntfy.sh/<another long random topic>`,
+          });
+        if (c.approvalsNtfyToken !== undefined && c.approvalsNtfyToken === c.ntfyToken)
+          ctx.addIssue({
+            code: "custom",
+            path: ["approvalsNtfyToken"],
+            message: `${k("approvalsNtfyToken")}: the same token as ${k("ntfyToken")}, which the agent holds. Fix: make a token (on the ntfy server) that only reaches the approvals topic, then pulumi config set --secret ${k("approvalsNtfyToken")}`,
+          });
+        if (!c.tailscale)
+          ctx.addIssue({
+            code: "custom",
+            path: ["approvals"],
+            message: `${k("approvals")}: true, but ${k("tailscale")} is false; a tap reaches the box over the tailnet only. Fix: ${set("tailscale", "true")}, or ${set("approvals", "false")}`,
+          });
+        for (const mode of ["bypassPermissions", "dontAsk"] as const)
+          if (c.permissionMode === mode)
+            ctx.addIssue({
+              code: "custom",
+              path: ["approvals"],
+              message: `${k("approvals")}: true, but ${k("permissionMode")} is ${mode}, in which the agent never asks. Fix: ${set("permissionMode", "acceptEdits")} (or default), or ${set("approvals", "false")}`,
+            });
+      } else {
+        for (const key of ["approvalTimeoutSeconds", "approvers", "approvalsNtfyUrl", "approvalsNtfyToken"] as const)
+          if (key === "approvers" ? c.approvers.length > 0 : c[key] !== undefined)
+            ctx.addIssue({
+              code: "custom",
+              path: [key],
+              message: `${k(key)}: set while ${k("approvals")} is false, where it does nothing. Fix: ${set("approvals", "true")}, or pulumi config rm ${k(key)}`,
+            });
+      }
+      // bypassPermissions runs every command unasked: with sudo, that is root on the box for anything the agent reads
+      for (const key of ["permissionMode", "workflowPermissionMode"] as const)
+        if (c[key] === "bypassPermissions" && c.sudo)
+          ctx.addIssue({
+            code: "custom",
+            path: [key],
+            message: `${k(key)}: bypassPermissions while ${k("sudo")} is true would let any command the agent is talked into (by a file, a web page, an issue) run as root without asking. Fix: ${set("sudo", "false")} (the default; the admin login keeps sudo), or another mode such as acceptEdits`,
+          });
+      if (
+        c.workflowPermissionMode !== undefined &&
+        c.workflowPrompt === undefined &&
+        c.workflowPromptFile === undefined
+      )
+        ctx.addIssue({
+          code: "custom",
+          path: ["workflowPermissionMode"],
+          message: `${k("workflowPermissionMode")}: set, but the stack has no workflow prompt. Fix: ${set("workflowPrompt", '"Fix the failing tests and commit"')}, or pulumi config rm ${k("workflowPermissionMode")}`,
+        });
       if (!c.tailscale && c.allowSshFrom.length === 0) {
         ctx.addIssue({
           code: "custom",
@@ -1033,6 +1155,18 @@ export function parseConfig(
           }
         : undefined,
     notify: c.ntfyUrl ? { url: c.ntfyUrl, ...(c.ntfyToken ? { token: c.ntfyToken } : {}) } : undefined,
+    ...(c.approvals
+      ? {
+          approvals: {
+            timeoutSeconds: c.approvalTimeoutSeconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+            approvers: c.approvers.map((a) => a.trim().toLowerCase()),
+            url: c.approvalsNtfyUrl ?? "",
+            ...(c.approvalsNtfyToken ? { token: c.approvalsNtfyToken } : {}),
+          },
+        }
+      : {}),
+    ...(c.permissionMode ? { permissionMode: c.permissionMode } : {}),
+    ...(c.workflowPermissionMode ? { workflowPermissionMode: c.workflowPermissionMode } : {}),
     remoteControl: c.remoteControl,
     ...("list" in agents && agents.list ? { agents: agents.list } : {}),
     upkeep: {

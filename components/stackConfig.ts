@@ -24,6 +24,10 @@ export function userDataProblem(config: AgentBoxConfig): string | undefined {
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     const limit = `(${USER_DATA_DELIVERY[config.cloud].limitBytes} bytes at most)`;
+    // The phone approvals' receiver is a program of its own: on Hetzner it does not fit beside the box's scripts.
+    if (config.approvals) {
+      return `${NAMESPACE}:approvals: ${why} ${limit}: the receiver for answers from your phone does not fit beside the box's scripts. Fix: pulumi config set ${NAMESPACE}:cloud digitalocean (64 KiB of user-data), or pulumi config set ${NAMESPACE}:approvals false`;
+    }
     // Several agents bring scripts of their own: on Hetzner, with every other option on, they may not fit.
     if (config.agents) {
       const others = [

@@ -242,8 +242,11 @@ describe("the document", () => {
       notify: { url: "https://ntfy.sh/t" },
       volume: { deviceGlob: "/dev/disk/by-id/scsi-0HC_Volume_*" },
       agents: [{ name: "api", work: { kind: "empty" } }],
+      approvals: { timeoutSeconds: 300, approvers: [], port: 876, url: "https://ntfy.sh/t-approvals" },
     };
     const placed: Record<string, string> = {
+      "approve.py": BOX_PATHS.approve,
+      "agentbox-approve.service": BOX_PATHS.approveUnit,
       "agents.sh": `${BOX_PATHS.lib}/agents.sh`,
       "claude-agent@.service": BOX_PATHS.agentUnit,
       "agentbox-tmux.service": BOX_PATHS.agentsTmuxUnit,
@@ -299,7 +302,7 @@ describe("the document", () => {
       expect(file(full, path)?.content, path).toBe(
         /\.sh$/.test(name)
           ? withoutIndentation(withoutInnerComments(source))
-          : /\.(service|timer|conf)$/.test(name)
+          : /\.(service|timer|conf|py)$/.test(name)
             ? withoutInnerComments(source)
             : source,
       );

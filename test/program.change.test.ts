@@ -391,6 +391,45 @@ export const CHANGE_TABLE: ChangeRow[] = [
     ...userDataRow("remoteControl", { [k("remoteControl")]: "true", [k("claudeOauthToken")]: undefined }),
     expected: (v: Variant) => replaces(v, { credential: "delete" }),
   },
+  // phone approvals: on DigitalOcean a new user-data like any; on Hetzner their receiver does not fit in its 32 KiB
+  {
+    ...userDataRow("approvals", {
+      [k("approvals")]: "true",
+      [k("approvalsNtfyUrl")]: "https://ntfy.example.net/agentbox-approvals",
+    }),
+    case: "on DigitalOcean",
+    when: (v: Variant) => v.tailscale && v.cloud === "digitalocean",
+  },
+  {
+    ...userDataRow("approvals", {
+      [k("approvals")]: "true",
+      [k("approvalsNtfyUrl")]: "https://ntfy.example.net/agentbox-approvals",
+    }),
+    case: "on Hetzner",
+    does: "Refused before anything is created: the receiver does not fit in Hetzner's 32 KiB of user-data beside the box's scripts (use DigitalOcean).",
+    survives: NOTHING_CHANGES,
+    when: (v: Variant) => v.tailscale && v.cloud === "hetzner",
+    throws: /agentbox:approvals: the rendered user-data is \d+ bytes .* over Hetzner's 32768-byte limit/,
+  },
+  {
+    ...userDataRow(
+      "approvalsNtfyUrl, approvalsNtfyToken, approvalTimeoutSeconds, approvers",
+      {
+        [k("approvalsNtfyUrl")]: "https://ntfy.example.net/agentbox-approvals-2",
+        [k("approvalsNtfyToken")]: "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz9",
+        [k("approvalTimeoutSeconds")]: "120",
+        [k("approvers")]: "you@example.com",
+      },
+      { [k("approvalsNtfyUrl")]: "https://ntfy.example.net/agentbox-approvals", [k("approvals")]: "true" },
+    ),
+    when: (v: Variant) => v.tailscale && v.cloud === "digitalocean",
+  },
+  userDataRow("permissionMode", { [k("permissionMode")]: "acceptEdits" }),
+  userDataRow(
+    "workflowPermissionMode",
+    { [k("workflowPermissionMode")]: "acceptEdits" },
+    { [k("workflowPrompt")]: "Go." },
+  ),
   userDataRow("diskWarnPercent", { [k("diskWarnPercent")]: "70" }),
   userDataRow("workflowKeepRuns", { [k("workflowKeepRuns")]: "5" }),
   userDataRow("conversationRetentionDays", { [k("conversationRetentionDays")]: "90" }),

@@ -16,7 +16,8 @@ row cloud-init: "$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
 
 # each agent (agentbox:agents), or the one agent: its unit's state and restarts, and with a list where it works
 mapfile -t NAMES < <(agentbox_agent_names)
-agent_row() { # NAME
+# agent_row NAME
+agent_row() {
   local unit label=agent: text state since where=''
   unit=$(agentbox_agent_unit "$1")
   [ -r "$AGENTBOX_AGENTS_FILE" ] && label="agent $1:" && where=$(

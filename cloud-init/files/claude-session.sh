@@ -21,6 +21,8 @@ if [ -n "${AGENTBOX_AGENT:-}" ]; then agentbox_agent_workspace; fi
 cd "$WORKSPACE" 2>/dev/null || cd "$HOME" || exit 1
 args=()
 if agentbox_has_conversation "$PWD"; then args+=(--continue); fi
+# agentbox:permissionMode (one of Claude Code's modes, checked by the stack); unset: Claude Code's own default
+args+=(${PERMISSION_MODE:+--permission-mode "$PERMISSION_MODE"})
 # Remote Control: the session shows up in the Claude app under the box's name, and the agent's (once someone has
 # logged in)
 if [ "${REMOTE_CONTROL:-0}" = 1 ]; then args+=(--remote-control "$(hostname)${AGENTBOX_AGENT:+-$AGENTBOX_AGENT}"); fi

@@ -5,7 +5,8 @@
 set -uo pipefail
 # shellcheck source=lib.sh
 . /usr/local/lib/agentbox/lib.sh
-ETC=${AGENTBOX_ETC:-/etc/agentbox} # the tests point it elsewhere
+# the tests point it elsewhere
+ETC=${AGENTBOX_ETC:-/etc/agentbox}
 agentbox_load_env "$ETC/box.env"
 TTL=${AGENTBOX_EGRESS_TTL:-2h}
 # systemd-resolved's resolv.conf names the servers behind its stub
@@ -28,7 +29,8 @@ allowed_hosts() {
 }
 
 # "SET { a, b }": one family's addresses but loopback (one odd word would fail the whole transaction)
-elements() { # elements SET v4|v6 ADDRESSES [TIMEOUT]
+# elements SET v4|v6 ADDRESSES [TIMEOUT]
+elements() {
   local re='^[0-9]{1,3}(\.[0-9]{1,3}){3}$' a
   [ "$2" = v6 ] && re='^[0-9a-f]*:[0-9a-f:.]*$'
   a=$(grep -E "$re" <<<"$3" | grep -v -e '^127\.' -e '^::1$' -e '^::ffff:' | sort -u | sed "s/\$/${4:+ timeout $4}/")
@@ -36,12 +38,14 @@ elements() { # elements SET v4|v6 ADDRESSES [TIMEOUT]
 }
 
 # `add` leaves an existing element's timeout as it was on most kernels: add, delete, add again
-refresh() { # refresh SET v4|v6 ADDRESSES
+# refresh SET v4|v6 ADDRESSES
+refresh() {
   local with
   with=$(elements "$@" "$TTL") || return 0
   printf '%s element inet agentbox %s\n' add "$with" delete "$(elements "$@")" add "$with"
 }
-replace() { # replace SET v4|v6 ADDRESSES: the set holds exactly these
+# replace SET v4|v6 ADDRESSES: the set holds exactly these
+replace() {
   echo "flush set inet agentbox $1"
   elements "$@" | sed 's/^/add element inet agentbox /'
 }

@@ -20,7 +20,8 @@ if [ -L "$root" ] || [ ! -d "$root" ]; then
   exit 1
 fi
 
-relative() { # REL: a path below ROOT, without "..", "." or a leading "/"
+# relative REL: a path below ROOT, without "..", "." or a leading "/"
+relative() {
   case /$1/ in
     *'/../'* | *'/./'* | '//') echo "home-files: bad path '$1'" >&2 && return 1 ;;
   esac
@@ -30,7 +31,8 @@ relative() { # REL: a path below ROOT, without "..", "." or a leading "/"
   }
 }
 
-real_dir() { # REL: every folder from ROOT down to REL a real folder
+# real_dir REL: every folder from ROOT down to REL a real folder
+real_dir() {
   local path=$root part
   local -a parts
   relative "$1"
@@ -45,7 +47,8 @@ real_dir() { # REL: every folder from ROOT down to REL a real folder
   done
 }
 
-below_real_dirs() { # REL: true when every folder above REL is a real folder (else REL is not really there)
+# below_real_dirs REL: true when every folder above REL is a real folder (else REL is not really there)
+below_real_dirs() {
   local path=$root part
   local -a parts
   IFS=/ read -ra parts <<<"${1%/*}"

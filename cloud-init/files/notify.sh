@@ -134,7 +134,15 @@ case $event in
   hook)
     case $hook_event in
       Notification)
-        text="needs you: $(field message)"
+        # what the agent waits for (Claude Code's notification_type), and where to answer it
+        attach="(attach: tmux -L agentbox attach -t ${agent:-claude})"
+        case $(field notification_type) in
+          # agentbox:approvals' receiver is up: the phone was asked with buttons when the prompt came up
+          permission_prompt) [ -S /run/agentbox-approvals/approve.sock ] && exit 0
+            text="waits for your permission: $(field message) $attach" ;;
+          idle_prompt) text="waits for your next message $attach" ;;
+          *) text="asks you: $(field message) $attach" ;;
+        esac
         priority=high tags=bell
         ;;
       Stop) text="finished a turn and waits for you" ;;

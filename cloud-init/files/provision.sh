@@ -71,7 +71,8 @@ else
 fi
 REASON=
 
-status_set() { # KEY VALUE: replaces the key's line, keeps the others in order
+# status_set KEY VALUE: replaces the key's line, keeps the others in order
+status_set() {
   local tmp
   tmp=$(mktemp "$STATUS_DIR/.status.XXXXXX")
   # one line, no control characters: a reason may quote what a command of the agent's printed
@@ -80,7 +81,8 @@ status_set() { # KEY VALUE: replaces the key's line, keeps the others in order
   mv "$tmp" "$STATUS"
 }
 fail() { REASON=$*; return 1; }
-step() { # NAME FUNCTION: runs one step and records ok / failed: <reason>
+# step NAME FUNCTION: runs one step and records ok / failed: <reason>
+step() {
   local name=$1 started
   # a resumed run keeps what an earlier boot did: every step's effect outlives a reboot (enabled units, linger,
   # installed files, the volume's mount on every boot)
@@ -132,7 +134,8 @@ apt_lock_holders() {
     [ -n "$pid" ] && [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = 0 ] && printf '%s (pid %s), ' "$command" "$pid"
   done <<<"$holders" | sed 's/, $//'
 }
-wait_for_package_lock() { # says so on stderr: apt's callers silence its stdout
+# says so on stderr: apt's callers silence its stdout
+wait_for_package_lock() {
   local holders started
   holders=$(apt_lock_holders)
   [ -n "$holders" ] || return 0
@@ -142,14 +145,16 @@ wait_for_package_lock() { # says so on stderr: apt's callers silence its stdout
   echo "agentbox: waited $(($(date +%s) - started)) s for the package lock" >&2
 }
 APT_RC=0 APT_ERR=
-apt_get_once() { # true unless apt-get found a lock taken (then agentbox_retry tries again); its status in APT_RC
+# true unless apt-get found a lock taken (then agentbox_retry tries again); its status in APT_RC
+apt_get_once() {
   wait_for_package_lock
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$APT_LOCK_WAIT_S" "$@" 2>"$APT_ERR"
   APT_RC=$?
   cat "$APT_ERR" >&2
   [ $APT_RC = 0 ] || ! grep -q 'Could not get lock' "$APT_ERR"
 }
-apt_get() { # apt-get ARGS...
+# apt-get ARGS...
+apt_get() {
   APT_ERR=$(mktemp)
   agentbox_retry 5 5 apt_get_once "$@"
   rm -f "$APT_ERR"
@@ -227,7 +232,8 @@ VOLUME_STATE=/var/lib/agentbox/volume
 # this box's keys and credentials, which replace an earlier box's: path in the home, mode
 BOX_FILES=(.ssh/authorized_keys:0600 .config/agentbox/agent.env:0600 .config/agentbox/notify.env:0600
   .config/agentbox/workflow-prompt:0600)
-kept_volume_files() { # STAGE: this box's files on a kept volume, as the agent
+# kept_volume_files STAGE: this box's files on a kept volume, as the agent
+kept_volume_files() {
   local entry f
   for entry in "${BOX_FILES[@]}"; do
     f=${entry%:*}
@@ -350,7 +356,8 @@ install_claude() {
   use_claude "$dir"
 }
 
-use_claude() { # DIR: puts its claude on PATH and runs it once: as the agent, or on an image builder (no agent) as root
+# use_claude DIR: puts its claude on PATH and runs it once: as the agent, or on an image builder (no agent) as root
+use_claude() {
   local home rc
   ln -sfn "$1/claude" /usr/local/bin/claude
   if [ $MODE = box ]; then as_agent claude --version || fail "claude does not run"; return; fi
@@ -410,6 +417,11 @@ enable_upgrades() {
   apt_get install -y -qq --no-install-recommends unattended-upgrades >/dev/null ||
     fail "apt could not install unattended-upgrades" || return 1
   systemctl enable --now apt-daily.timer apt-daily-upgrade.timer || fail "the apt timers did not start"
+}
+
+# agentbox:approvals: the receiver (a user of its own, made by systemd) waits for the tailnet's address by itself
+start_approvals() {
+  systemctl enable --now agentbox-approve.service || fail "the approvals receiver did not start (journalctl -u agentbox-approve)"
 }
 
 start_watch() {
@@ -575,7 +587,8 @@ tailscale_step() {
 # which is how the cloud side (npm run bake) and the boot harness know the image is ready. A failed bake is never
 # sealed: the builder stays up.
 image_value() { sed -n "s/^$1=//p" "$IMAGE_FILE" | tail -n 1; }
-claude_in_image() { # PLATFORM
+# claude_in_image PLATFORM
+claude_in_image() {
   [ -x "/opt/claude-code/$CLAUDE_VERSION/claude" ] && [ -r "$IMAGE_FILE" ] &&
     [ "$(image_value claude_version)" = "$CLAUDE_VERSION" ] && [ "$(image_value claude_platform)" = "$1" ]
 }
@@ -637,6 +650,7 @@ fi
 if [ "${WORKFLOW:-0}" = 1 ] && [ $mandatory_ok = 1 ]; then step workflow start_workflow || mandatory_ok=0; fi
 # Tailscale even when the agent failed: it is how the user gets in to look.
 if [ "${TAILSCALE:-0}" = 1 ]; then step tailscale tailscale_step || optional_ok=0; fi
+if [ "${APPROVALS:-0}" = 1 ]; then step approvals start_approvals || optional_ok=0; fi
 # Security updates: installed once the agent runs, so they are never on the way to a working box.
 if [ "${UNATTENDED_UPGRADES:-0}" = 1 ]; then step updates enable_upgrades || optional_ok=0; fi
 # The weeks-long box: the watcher (disk, updates that need a reboot, the agent's login) from now on, every 5 minutes.

@@ -28,7 +28,8 @@ if [ "${VOLUME:-0}" = 1 ] && mountpoint -q "$AGENT_HOME"; then
   # `cd /` before sudo).
   ours=" $$ " p=$$
   while p=$(awk '/^PPid:/ { print $2 }' "/proc/$p/status" 2>/dev/null) && [ "${p:-0}" -gt 1 ]; do ours+="$p "; done
-  users_of_home() { # WHO (agent|others): the pids that have their cwd or a file in the home
+  # users_of_home WHO (agent|others): the pids that have their cwd or a file in the home
+  users_of_home() {
     local d pid cwd owner
     for d in /proc/[0-9]*; do
       pid=${d#/proc/}

@@ -18,7 +18,8 @@ result() { sed -n 's/^result=//p' "$STATUS" 2>/dev/null; }
 # every agent's unit (agentbox:agents), or the one claude-agent.service
 mapfile -t UNITS < <(agentbox_agent_units)
 UNITS_TEXT=$(IFS=, && echo "${UNITS[*]}")
-agent_state() { # "active" when every agent's unit is, else the state of the first that is not (and which)
+# "active" when every agent's unit is, else the state of the first that is not (and which)
+agent_state() {
   local unit state
   for unit in "${UNITS[@]}"; do
     # the agent's user manager answers: one word, or "?"
@@ -32,7 +33,8 @@ agent_state() { # "active" when every agent's unit is, else the state of the fir
   echo active
 }
 problems() { grep -v -e '^result=' -e '=ok$' "$STATUS" 2>/dev/null | sed 's/^/  /'; }
-where() { # one line of progress: what the box is doing now
+# one line of progress: what the box is doing now
+where() {
   local r steps
   r=$(result)
   if [ -z "$r" ]; then

@@ -15,7 +15,8 @@ STATE=$STATE_DIR/state
 PROMPT=$HOME/.config/agentbox/workflow-prompt
 minutes=${WORKFLOW_TIMEOUT_MINUTES:?}
 
-state_write() { # KEY=VALUE...: the whole file, replaced at once
+# state_write KEY=VALUE...: the whole file, replaced at once
+state_write() {
   local tmp
   tmp=$(mktemp "$STATE_DIR/.state.XXXXXX")
   printf '%s\n' "$@" >"$tmp"
@@ -47,11 +48,13 @@ state_write state=running "started=$started" "output=$out" "run=$run" "timeout_m
 echo "workflow $run started; output: $out; timeout: $minutes min"
 
 cd "$WORKSPACE" || cd "$HOME" || exit 1
-# Permissions are Claude Code's own: its default mode, plus whatever the repository's .claude/settings.json allows.
+# Permissions: agentbox:workflowPermissionMode when the stack sets it (a headless run cannot ask: in Claude Code's
+# default mode whatever would ask is refused), plus whatever the repository's .claude/settings.json allows.
 # The run's record is its output file: no saved session, which the interactive agent's `claude --continue` in the
 # same workspace would otherwise pick up as its own last conversation.
 timeout --signal=TERM --kill-after=30 "${minutes}m" claude -p --output-format stream-json --verbose \
-  --no-session-persistence <"$PROMPT" >"$out" 2>"$dir/stderr.log"
+  --no-session-persistence ${WORKFLOW_PERMISSION_MODE:+--permission-mode "$WORKFLOW_PERMISSION_MODE"} \
+  <"$PROMPT" >"$out" 2>"$dir/stderr.log"
 code=$?
 ended=$(date +%s)
 

@@ -27,6 +27,7 @@ HERE=$(dirname "$0")
 . "$HERE/checks-resume.sh"
 . "$HERE/checks-weeks.sh"
 . "$HERE/checks-agents.sh"
+. "$HERE/checks-approvals.sh"
 
 CLOUD_INIT_TIMEOUT=${CLOUD_INIT_TIMEOUT:-900}
 NAME='' RUN_DIR='' PROXY='' T_BOOT=''
@@ -128,6 +129,7 @@ cmd_test() {
   check_memory
   check_ssh_logins ""
   check_notifications
+  check_approvals
   check_workflow
   check_status_on_crafted_state
   check_updates

@@ -96,7 +96,8 @@ check_baked_skip() {
 # A stand-in ntfy server on the box's loopback, run by the box's own systemd (it dies with the box). It records
 # each POST: path, headers that matter, body; the Authorization header only as a hash (the file is root's, 0600).
 start_ntfy_receiver() {
-  wants_notify || return 0
+  # the notifications, and the permission requests of agentbox:approvals (checks-approvals.sh)
+  wants_notify || wants_approvals || return 0
   eventually 60 cin systemctl is-system-running --quiet >/dev/null 2>&1
   # shellcheck disable=SC2016 # Python, run inside the box
   cin systemd-run --quiet --unit=agentbox-test-ntfy --property=UMask=0077 python3 -c '
@@ -105,7 +106,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
         auth = self.headers.get("Authorization") or ""
-        rec = {"path": self.path, "title": self.headers.get("Title"), "priority": self.headers.get("Priority"),
+        rec = {"path": self.path, "title": self.headers.get("Title"), "priority": self.headers.get("Priority"), "actions": self.headers.get("Actions"),
                "auth_sha256": hashlib.sha256(auth.encode()).hexdigest() if auth else None, "body": body}
         with open(sys.argv[1], "a") as f: f.write(json.dumps(rec) + "\n")
         self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
@@ -143,8 +144,8 @@ check_notifications() {
   for event in 'Notification","message":"Claude needs your permission to use Bash","notification_type":"permission_prompt' 'Stop'; do
     as_agent env HOME="/home/$AGENT" sh -c "printf '%s' '{\"session_id\":\"9f1c\",\"transcript_path\":\"/tmp/t.jsonl\",\"cwd\":\"/home/$AGENT/workspace\",\"hook_event_name\":\"$event\"}' | /usr/local/lib/agentbox/notify hook"
   done
-  check "notify: a Notification hook (permission prompt) arrives with its message" \
-    eventually 15 received 'needs you: Claude needs your permission to use Bash$'
+  check "notify: a Notification hook (permission prompt) arrives with its message and how to attach" \
+    eventually 15 received 'waits for your permission: Claude needs your permission to use Bash \(attach: tmux -L agentbox attach -t claude\)$'
   check "notify: a Stop hook arrives" eventually 15 received 'finished a turn and waits for you$'
   # an unreachable server: the hook still returns at once with success, and says so on stderr only
   t0=$(now)
@@ -186,6 +187,12 @@ check_workflow() {
   check "workflow: its full output is kept ($output), Claude Code's stream-json" \
     cin sh -c "test -s '$output' && head -n 1 '$output' | jq -e '.type == \"system\"'"
   check "workflow: the run's folder keeps a copy of the end state" cin cmp "$WORKFLOW_STATE" "${output%/*}/state"
+  # agentbox:workflowPermissionMode: Claude Code's own first line says which mode the run is in
+  # shellcheck disable=SC2016 # jq's $m
+  if [ -n "$(box_env WORKFLOW_PERMISSION_MODE)" ]; then
+    check "workflow: Claude Code runs it in permission mode $(box_env WORKFLOW_PERMISSION_MODE) (its init line says so)" \
+      cin jq -se --arg m "$(box_env WORKFLOW_PERMISSION_MODE)" 'map(select(.type == "system" and .subtype == "init"))[0].permissionMode == $m' "$output"
+  fi
   if wants_notify; then
     check "notify: the workflow's end reached the ntfy server" eventually 15 received 'the workflow ended: timeout after'
   fi

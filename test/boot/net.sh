@@ -90,5 +90,8 @@ net_down() { # net_down RUN_DIR
   [ -n "$veth" ] && ip link show "$veth" >/dev/null 2>&1 && ip link del "$veth"
   netns=$(state_get "$dir" NETNS)
   [ -n "$netns" ] && [ -e "/run/netns/$netns" ] && ip netns del "$netns"
+  # the phone's namespace of the approvals checks (checks-approvals.sh), once its veth went with the box's
+  netns=$(state_get "$dir" PHONE_NETNS)
+  [ -n "$netns" ] && [ -e "/run/netns/$netns" ] && ip netns del "$netns"
   return 0
 }
