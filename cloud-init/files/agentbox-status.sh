@@ -45,6 +45,11 @@ else
   row tailscale: "not installed$(status_of tailscale | sed 's/^/ (/; s/$/)/')"
 fi
 
+# agentbox:approvals: whether the receiver takes taps (it waits for the tailnet's address first)
+if [ "${APPROVALS:-0}" = 1 ]; then
+  if [ -S /run/agentbox-approvals/approve.sock ]; then row approvals: "listening (port ${APPROVE_PORT:-?} on the tailnet)"
+  else row approvals: "$(systemctl is-active agentbox-approve.service), not listening yet (journalctl -u agentbox-approve)"; fi
+fi
 # The workflow's state is the agent's to write (the workflow runs as the agent), and root or the admin login may
 # run this: it is read with the agent's rights (a link to a file only root may read shows nothing), at most 4 KiB,
 # and every value is checked before use, never evaluated, and printed without control characters.

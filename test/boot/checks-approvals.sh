@@ -16,6 +16,17 @@ HOOK_OUT=/run/agentbox-test-hook
 
 wants_approvals() { ud_has '^ *APPROVALS=1$'; }
 
+# awaited_fast SECONDS COMMAND...: the same, polling every 0.1 s (for the figures)
+awaited_fast() {
+  local deadline=$(($(date +%s) + $1)) out
+  shift
+  until out=$("$@" 2>/dev/null); do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+  printf '%s\n' "$out"
+}
+
 # awaited SECONDS COMMAND...: like eventually, but prints the output of the attempt that succeeded
 awaited() {
   local deadline=$(($(date +%s) + $1)) out
@@ -144,7 +155,7 @@ sys.exit(0 if out == {"hookSpecificOutput": {"hookEventName": "PermissionRequest
 
 check_approvals() {
   wants_approvals || return 0
-  local url out first t0 elapsed
+  local url out first t0 elapsed t_notified t_decided long
   # shellcheck disable=SC2016 # jq's $t
   check "approvals: managed settings run the hook on PermissionRequest (not async, its limit above the wait) and on the events that settle one" \
     cin jq -e --argjson t "$(($(box_env APPROVAL_TIMEOUT) + 30))" '.hooks.PermissionRequest[0].hooks[0] == {"type": "command", "command": "/usr/local/lib/agentbox/approve hook", "timeout": $t}
@@ -156,26 +167,35 @@ check_approvals() {
   hook_start early 'echo before-the-tailnet'
   check "approvals: before the tailnet is up, the hook leaves the prompt to the terminal (no output, exit 0)" \
     eventually 20 hook_says_nothing early
+  check "approvals: agentbox-status says the receiver is not listening yet (no tailnet)" status_says 'approvals: *active, not listening yet'
   phone_up || log "could not make the phone's namespace"
   start_tailscaled_stand_in
   check "approvals: the receiver listens on the tailnet address only, once tailscale0 has one" \
     eventually 30 listens_on_tailnet_only
   check "approvals: the hook's socket is in a folder of the receiver's, that the agent cannot write" approve_socket_safe
+  check "approvals: agentbox-status says the receiver listens" status_says "approvals: *listening \\(port $APPROVE_PORT on the tailnet\\)"
 
   # 1. allow, from the phone: the request names the agent and goes back to its hook
   first=${AGENTS%%,*}
+  t0=$(now)
   hook_start one 'rm -rf node_modules' "$first"
-  if url=$(awaited 20 notified 'rm -rf node_modules'); then
+  if url=$(awaited_fast 20 notified 'rm -rf node_modules'); then
+    t_notified=$(since "$t0")
     ok "approvals: the request reached the ntfy server with Allow, Always allow and Deny buttons"
   else
     not_ok "approvals: the request reached the ntfy server with Allow, Always allow and Deny buttons" "$(cin cat "$NTFY_LOG")"
   fi
   check "approvals: the notification names the agent and how to attach to it" \
     notification_names "rm -rf node_modules" "$first"
+  t0=$(now)
   out=$(tap "$url")
+  awaited_fast 10 hook_done one >/dev/null
+  t_decided=$(since "$t0")
   check "approvals: a tap on Allow from the owner's phone is accepted ($out)" grep -q "^200 Allow: Bash for $first" <<<"$out"
   check "approvals: the hook prints Claude Code's documented allow decision and exits 0" \
     eventually 10 decision_and_rc one allow 'rm -rf node_modules'
+  # the harness's own calls (nsenter, a poll every 0.1 s) are in both figures
+  echo "# bench: approvals hook_to_notification_s=${t_notified:--} tap_to_decision_s=$t_decided"
   out=$(tap "$url")
   check "approvals: the same token again is refused ($out)" grep -q '^410 Too late' <<<"$out"
 
@@ -239,6 +259,12 @@ r = c.getresponse(); print(r.status, r.read().decode().strip())' "$url" 2>&1)
     permission_mode_applied
 }
 
+status_says() { # status_says PATTERN: a line of agentbox-status, as root runs it
+  local out
+  out=$(cin /usr/local/bin/agentbox-status 2>&1)
+  grep "^approvals:" <<<"$out"
+  grep -q "^$1" <<<"$out"
+}
 approve_user_own() {
   local user
   user=$(cin systemctl show -p User --value agentbox-approve.service)
