@@ -383,11 +383,15 @@ class TapHandler(http.server.BaseHTTPRequestHandler):
             return self.send(403, f"Refused: {login} is not one of the stack's approvers.")
         key = hashlib.sha256(m.group(1).encode()).hexdigest()
         with lock:
-            req = pending.pop(key, None)
-            if req is not None and not req.settled.is_set() and not (req.cut and m.group(2) != "deny"):
-                req.answer = m.group(2)
-                req.done.set()
-        if req is not None and req.cut and not req.done.is_set():
+            req = pending.get(key)
+            # a call too long to show whole: Allow is refused and the request waits on (Deny still counts)
+            cut = req is not None and req.cut and m.group(2) != "deny"
+            if not cut:
+                req = pending.pop(key, None)
+                if req is not None and not req.settled.is_set():
+                    req.answer = m.group(2)
+                    req.done.set()
+        if cut:
             log(f"refused a tap from {device} ({login}): {m.group(2)} on a call too long to show")
             return self.send(403, "Refused: this call was too long to show; only Deny is taken here. Read it in the terminal.")
         if req is None or not req.done.is_set():
