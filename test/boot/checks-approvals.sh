@@ -175,7 +175,7 @@ check_approvals() {
   check "approvals: the hook's socket is in a folder of the receiver's, that the agent cannot write" approve_socket_safe
   check "approvals: the agent cannot read the requests' topic (root's file, the receiver's credential)" \
     eval '! as_agent cat /etc/agentbox/approvals.env /run/credentials/agentbox-approve.service/ntfy 2>/dev/null'
-  check "approvals: agentbox-status says the receiver listens" status_says "approvals: *listening \\(port $APPROVE_PORT on the tailnet\\)"
+  check "approvals: agentbox-status says the receiver listens" status_says "approvals: *listening (port $APPROVE_PORT on the tailnet)"
 
   # 1. allow, from the phone: the request names the agent and goes back to its hook
   first=${AGENTS%%,*}
