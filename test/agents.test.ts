@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { parse } from "yaml";
-import { AGENT_MEMORY_GB, ConfigError, type RawConfig, maxAgentsFor, parseConfig } from "../components/config";
+import { AGENT_MEMORY_GB, type RawConfig, maxAgentsFor, parseConfig } from "../components/config";
 import { boxSecretsOf, boxSpecOf } from "../components/boxSpec";
 import {
   BOX_PATHS,
@@ -13,7 +13,7 @@ import {
 } from "../cloud-init/render";
 import { userDataProblem } from "../components/stackConfig";
 import { runProgram, valueOf } from "./mocks";
-import { SSH_KEY, TOKEN } from "./stacks";
+import { SSH_KEY, TOKEN, configProblems } from "./stacks";
 
 // agentbox:agents: several agents on one box, each supervised on its own (README: "Several agents")
 
@@ -22,15 +22,7 @@ const REPO = "https://github.com/you/repo.git";
 const base: RawConfig = { sshPublicKeys: JSON.stringify([SSH_KEY]), repoUrl: REPO };
 const agents = (list: unknown, more: RawConfig = {}) => ({ ...base, agents: JSON.stringify(list), ...more });
 const loadConfig = (raw: RawConfig) => parseConfig(raw, ctx);
-const problemsOf = (raw: RawConfig): string[] => {
-  try {
-    parseConfig(raw, ctx);
-    return [];
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-};
+const problemsOf = (raw: RawConfig): string[] => configProblems(raw, ctx);
 
 describe("the config", () => {
   test("without the key: no agents (the one agent claude of every stack)", () => {

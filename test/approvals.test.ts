@@ -3,9 +3,9 @@ import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { parse } from "yaml";
 import { boxSecretsOf, boxSpecOf } from "../components/boxSpec";
-import { ConfigError, DEFAULT_APPROVAL_TIMEOUT_SECONDS, type RawConfig, parseConfig } from "../components/config";
+import { DEFAULT_APPROVAL_TIMEOUT_SECONDS, type RawConfig, parseConfig } from "../components/config";
 import { BOX_PATHS, type BoxSpec, buildCloudConfig, packagesFor } from "../cloud-init/render";
-import { SSH_KEY } from "./stacks";
+import { SSH_KEY, configProblems } from "./stacks";
 
 // agentbox:approvals (permission requests answered from a phone) and agentbox:permissionMode /
 // workflowPermissionMode (README: "Answering from your phone", "Permission modes")
@@ -15,15 +15,7 @@ const NTFY = "https://ntfy.sh/agentbox-0123456789abcdef";
 const base: RawConfig = { sshPublicKeys: JSON.stringify([SSH_KEY]) };
 const APPROVALS_NTFY = "https://ntfy.sh/agentbox-approvals-fedcba9876543210";
 const on: RawConfig = { ...base, approvalsNtfyUrl: APPROVALS_NTFY, approvals: "true" };
-const problemsOf = (raw: RawConfig): string[] => {
-  try {
-    parseConfig(raw, ctx);
-    return [];
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-};
+const problemsOf = (raw: RawConfig): string[] => configProblems(raw, ctx);
 const specOf = (raw: RawConfig): BoxSpec => {
   const c = parseConfig(raw, ctx);
   return boxSpecOf(c, { ...boxSecretsOf(c), tailnetKey: "tskey-auth-test" });

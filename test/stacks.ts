@@ -1,3 +1,5 @@
+import { ConfigError, type RawConfig, parseConfig } from "../components/config";
+
 /** Stack configs for the program tests, as `pulumi config` hands them to the program (namespaced, lists as JSON). */
 export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGgWVl6ee7dd7V5V5VwvrBbg92RnD1XQCQI87/sHL0nt you@laptop";
 export const TOKEN = "sk-ant-oat01-test-token-0123456789abcdefABCDEF";
@@ -19,3 +21,14 @@ export const digitalOceanStack: Record<string, string> = {
   "digitalocean:token": "do-test-token",
   "tailscale:apiKey": "tskey-api-test",
 };
+
+/** The problems parseConfig names for a raw config (none when it takes it); any other error is thrown. */
+export function configProblems(raw: RawConfig, ctx: { project: string; stack: string }): string[] {
+  try {
+    parseConfig(raw, ctx);
+    return [];
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+}

@@ -16,27 +16,20 @@ HOOK_OUT=/run/agentbox-test-hook
 
 wants_approvals() { ud_has '^ *APPROVALS=1$'; }
 
-# awaited_fast SECONDS COMMAND...: the same, polling every 0.1 s (for the figures)
-awaited_fast() {
-  local deadline=$(($(date +%s) + $1)) out
-  shift
+# awaited_every INTERVAL SECONDS COMMAND...: COMMAND every INTERVAL seconds until it succeeds, for up to SECONDS;
+# prints the output of the attempt that succeeded (eventually keeps only the last failure's)
+awaited_every() {
+  local every=$1 deadline=$(($(date +%s) + $2)) out
+  shift 2
   until out=$("$@" 2>/dev/null); do
     [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.1
+    sleep "$every"
   done
   printf '%s\n' "$out"
 }
-
-# awaited SECONDS COMMAND...: like eventually, but prints the output of the attempt that succeeded
-awaited() {
-  local deadline=$(($(date +%s) + $1)) out
-  shift
-  until out=$("$@" 2>/dev/null); do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 1
-  done
-  printf '%s\n' "$out"
-}
+awaited() { awaited_every 1 "$@"; }
+# every 0.1 s, for the figures
+awaited_fast() { awaited_every 0.1 "$@"; }
 
 # the phone's namespace, joined to the box's by a veth whose box end is its tailscale0 (net_down removes both)
 phone_up() {
@@ -106,27 +99,20 @@ hook_start() {
 hook_done() { cin test -s "$HOOK_OUT/$1.rc"; }
 hook_result() { cin cat "$HOOK_OUT/$1.out"; }
 
-# notified COMMAND: the Allow URL of the notification about COMMAND (from its Actions header), once it came
-notified() {
+# button_url LABEL TEXT: the URL of the LABEL button (Allow, Deny) of the notification whose body has TEXT, once it came
+button_url() {
   cin cat "$NTFY_LOG" 2>/dev/null | /usr/bin/python3 -c '
 import json, re, sys
+label, text = sys.argv[1], sys.argv[2]
 for line in sys.stdin:
     r = json.loads(line)
-    if sys.argv[1] in r["body"] and r.get("actions"):
-        m = re.search(r"http, Allow, (http://[^,]+/allow), clear=true", r["actions"])
+    if text in r["body"] and r.get("actions"):
+        m = re.search(r"http, %s, (http://[^,]+/%s), clear=true" % (label, label.lower()), r["actions"])
         if m: print(m.group(1)); sys.exit(0)
-sys.exit(1)' "$1"
+sys.exit(1)' "$1" "$2"
 }
-denied_by() { # denied_by TEXT: the Deny URL of the notification whose body has TEXT
-  cin cat "$NTFY_LOG" 2>/dev/null | /usr/bin/python3 -c '
-import json, re, sys
-for line in sys.stdin:
-    r = json.loads(line)
-    if sys.argv[1] in r["body"] and r.get("actions"):
-        m = re.search(r"http, Deny, (http://[^,]+/deny), clear=true", r["actions"])
-        if m: print(m.group(1)); sys.exit(0)
-sys.exit(1)' "$1"
-}
+notified() { button_url Allow "$1"; }
+denied_by() { button_url Deny "$1"; }
 notification_cut() { # notification_cut TEXT: its only button is Deny, and its text says it was cut
   local r
   r=$(notification_of "$1")
