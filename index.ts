@@ -1,41 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
-import { AgentBox, type StackSecrets } from "./components/agentBox";
+import { AgentBox } from "./components/agentBox";
 import { checkBakedImage } from "./components/bakedImage";
-import { NAMESPACE } from "./components/config";
+import { DEFAULT_BOX_NAME } from "./components/config";
 import { loadStackConfig } from "./components/stackConfig";
-import { tailnetCredentials } from "./components/tailnetDevice";
 
-const config = loadStackConfig();
-for (const warning of config.warnings) pulumi.log.warn(warning);
+// The stack program: this stack's agentbox: config read as AgentBox's arguments (checked, with the providers'
+// credentials, before anything is created), and the one box made from them. Programs of their own use lib.ts.
+const { args, config } = loadStackConfig();
 
-// Every secret the box needs travels as one Pulumi secret; none is ever plain text in the program's outputs.
-// under agentbox:, as every other setting (the project's name would break on a project rename)
-const settings = new pulumi.Config(NAMESPACE);
-const optional = (key: string) => settings.getSecret(key) ?? pulumi.output(undefined);
-const secrets: pulumi.Output<StackSecrets> = pulumi.secret(
-  pulumi
-    .all([
-      config.auth.kind === "none" ? pulumi.output(undefined) : settings.requireSecret(config.auth.key),
-      optional("ntfyUrl"),
-      optional("ntfyToken"),
-      optional("approvalsNtfyUrl"),
-      optional("approvalsNtfyToken"),
-    ])
-    .apply(([agentAuth, ntfyUrl, ntfyToken, approvalsNtfyUrl, approvalsNtfyToken]) => ({
-      ...(agentAuth !== undefined ? { agentAuth } : {}),
-      ...(ntfyUrl !== undefined ? { ntfyUrl } : {}),
-      ...(ntfyToken !== undefined ? { ntfyToken } : {}),
-      ...(approvalsNtfyUrl !== undefined ? { approvalsNtfyUrl } : {}),
-      ...(approvalsNtfyToken !== undefined ? { approvalsNtfyToken } : {}),
-    })),
-);
-
-const newBox = () =>
-  new AgentBox("agentbox", {
-    config,
-    secrets,
-    tailnetApi: config.tailscale.enabled ? tailnetCredentials(pulumi.runtime.allConfig(), process.env) : undefined,
-  });
+const newBox = () => new AgentBox(DEFAULT_BOX_NAME, args);
 // A baked image is read from the cloud and compared with the stack first: a wrong one stops the program with a
 // ConfigError before anything is created. Without one, the box is made at once.
 const box: Promise<AgentBox> = config.bakedImage ? checkBakedImage(config).then(newBox) : Promise.resolve(newBox());

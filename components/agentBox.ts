@@ -11,29 +11,25 @@ import {
   renderCloudConfig,
   renderUserData,
 } from "../cloud-init/render";
+import type { AgentBoxArgs, SecretArg } from "./args";
 import type { Cloud } from "./catalogue";
-import { type BoxSecrets, boxSpecOf } from "./boxSpec";
+import { type BoxSecrets, boxSecretsOf, boxSpecOf } from "./boxSpec";
 import { placeholderSshKey } from "./cloudSshKey";
-import { type AgentBoxConfig, defaultHostname } from "./config";
+import { type AgentBoxConfig, ConfigError, SECRET_KEYS, boxIdentity } from "./config";
 import { digitalOceanHost } from "./hosts/digitalocean";
 import { hetznerHost } from "./hosts/hetzner";
 import type { Host } from "./hosts/types";
-import { TailnetDeviceCleanup, type TailscaleAuth } from "./tailnetDevice";
+import { systemProbe } from "./sshAccess";
+import { checkAgentBox } from "./stackConfig";
+import { TailnetDeviceCleanup } from "./tailnetDevice";
 
-/** The stack's own secrets, as they reach the program (Pulumi secrets); the tailnet key is minted here. */
+export type { AgentArgs, AgentBoxArgs, TailnetApiArgs } from "./args";
+
+/** The box's own secrets, as the program holds them; the tailnet key is minted here. */
 export type StackSecrets = Omit<BoxSecrets, "tailnetKey">;
 
-export interface AgentBoxArgs {
-  /** The validated stack configuration (see components/config.ts). */
-  config: AgentBoxConfig;
-  /** Claude Code's credential and the ntfy URL and token, when the stack sets them: one Pulumi secret. */
-  secrets?: pulumi.Output<StackSecrets>;
-  /**
-   * Tailscale API credentials (the provider's own), with which destroy removes the box's device from the tailnet.
-   * Without them, destroy leaves the device behind (see components/tailnetDevice.ts).
-   */
-  tailnetApi?: TailscaleAuth & { tailnet: string };
-}
+/** The Pulumi type of the component: `<package>:index:<class>`, as the package schema names it. */
+export const AGENT_BOX_TYPE = "agentbox:index:AgentBox";
 
 /** A single-use Tailscale key is valid this long: enough for a slow first boot, useless to anyone who reads it later. */
 export const TAILNET_KEY_EXPIRY_SECONDS = 3600;
@@ -76,10 +72,21 @@ export function hostFor(cloud: Cloud): Host {
  */
 export const CREDENTIAL_CLOCK = `node -e "console.log(new Date().toISOString())"`;
 
+/** Which argument (stack key) holds the box's Claude Code credential (an enum in the package schema). */
+export const CredentialKey = { claudeOauthToken: "claudeOauthToken", anthropicApiKey: "anthropicApiKey" } as const;
+export type CredentialKey = (typeof CredentialKey)[keyof typeof CredentialKey];
+
 /** What the stack records of its Claude Code credential: which key holds it and when it was set (never the value). */
 export interface CredentialRecord {
-  key: "claudeOauthToken" | "anthropicApiKey";
+  key: CredentialKey;
   setAt: string;
+}
+
+/** The workflow's settings, as the `workflow` output gives them (the prompt stays on the box). */
+export interface WorkflowOutput {
+  timeoutMinutes: number;
+  /** Where the box keeps the workflow's state (`npm run workflow` reads it). */
+  statePath: string;
 }
 
 export const bootImage = (config: AgentBoxConfig) => config.bakedImage?.id ?? config.image;
@@ -100,6 +107,71 @@ export function tailnetKeyDescription(config: AgentBoxConfig, secrets: StackSecr
     .digest("hex")
     .slice(0, 16);
   return `agentbox ${digest}`;
+}
+
+/**
+ * Each box's check of its secrets given as Outputs, which settles once they passed (none when every secret was
+ * given as text). Kept beside the box rather than on it: Pulumi's schema inference makes every property an output.
+ */
+const CHECKED = new WeakMap<pulumi.Resource, pulumi.Output<pulumi.Resource[]>>();
+
+/** The names each box of this program has taken (keyed by the engine connection: mocks make one per test program). */
+const taken = new WeakMap<object, Map<string, string>>();
+
+/**
+ * Several boxes in one program (a fleet) must not meet in the cloud or on the tailnet: their Pulumi names differ,
+ * which makes their cloud names and default tailnet names differ, but an explicit tailscaleHostname may repeat
+ * another box's. Refused here with both boxes named, before the second one creates anything.
+ */
+function claimNames(name: string, config: AgentBoxConfig): void {
+  const monitor = (pulumi.runtime.getMonitor() as object | undefined) ?? taken;
+  let names = taken.get(monitor);
+  if (!names) taken.set(monitor, (names = new Map()));
+  const claims: [key: string, problem: (holder: string) => string][] = [
+    [
+      `cloud\0${config.cloudName}`,
+      (holder) =>
+        `the cloud name ${config.cloudName}: another AgentBox of this program, "${holder}", has it (its server, SSH key, firewall and volume). Fix: give the boxes names that stay apart within the first ${63 - 1} characters of "<project>-<stack>-<name>"`,
+    ],
+    ...(config.tailscale.enabled
+      ? [
+          [
+            `tailnet\0${config.tailscale.hostname}`,
+            (holder: string) =>
+              `tailscaleHostname: ${config.tailscale.hostname} is the tailnet name of another AgentBox of this program, "${holder}": each box's cleanup would remove the other's device. Fix: another tailscaleHostname for one of them (unset, each box's default is its own)`,
+          ] as [string, (holder: string) => string],
+        ]
+      : []),
+  ];
+  const problems = claims.flatMap(([key, problem]) => {
+    const holder = names.get(key);
+    return holder !== undefined && holder !== name ? [problem(holder)] : [];
+  });
+  if (problems.length) throw new ConfigError(problems, `AgentBox "${name}"`);
+  for (const [key] of claims) names.set(key, name);
+}
+
+/** The Tailscale API credentials the box's device cleanup uses, when they are complete. */
+function tailnetApiOf(name: string, args: AgentBoxArgs) {
+  const api = args.tailnetApi;
+  if (!api) return undefined;
+  if (api.apiKey !== undefined) return { apiKey: api.apiKey, ...(api.tailnet ? { tailnet: api.tailnet } : {}) };
+  if (api.oauthClientId !== undefined && api.oauthClientSecret !== undefined) {
+    return {
+      oauthClientId: api.oauthClientId,
+      oauthClientSecret: api.oauthClientSecret,
+      ...(api.tailnet ? { tailnet: api.tailnet } : {}),
+    };
+  }
+  if (api.oauthClientId !== undefined || api.oauthClientSecret !== undefined) {
+    throw new ConfigError(
+      [
+        `tailnetApi: half a Tailscale OAuth client (${api.oauthClientId === undefined ? "oauthClientId" : "oauthClientSecret"} is missing). Fix: give both, or apiKey instead`,
+      ],
+      `AgentBox "${name}"`,
+    );
+  }
+  return undefined;
 }
 
 /** One of agentbox:agents, as the stack's `agents` output lists it. */
@@ -139,28 +211,66 @@ export class AgentBox extends pulumi.ComponentResource {
   /** The persistent volume's cloud id, when the stack has one. */
   public readonly volumeId: pulumi.Output<string | undefined>;
   /** The workflow's settings, when the stack has one (its prompt stays on the box). */
-  public readonly workflow: pulumi.Output<{ timeoutMinutes: number; statePath: string } | undefined>;
+  public readonly workflow: pulumi.Output<WorkflowOutput | undefined>;
   /** What the readiness wait printed (empty when the stack skips it). */
   public readonly ready: pulumi.Output<string>;
   /** When the stack's Claude Code credential was set (`npm run status` warns before a setup token's year ends). */
   public readonly credential: pulumi.Output<CredentialRecord | undefined>;
 
+  /**
+   * @param name the box's name: part of its names in the cloud and on the tailnet, unless it is "agentbox" (the one
+   *   box of a stack program, whose names are `<project>-<stack>`)
+   * @param args what the box is (see AgentBoxArgs); checked before any resource is created
+   */
   constructor(name: string, args: AgentBoxArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("agentbox:index:AgentBox", name, {}, opts);
-    const { config } = args;
+    // Throws ConfigError, naming each problem and its fix, before anything is registered (this component too).
+    // Secrets given as Outputs are checked in their stand-ins' place here, and for real below once they are known.
+    const config = checkAgentBox(name, args, { ssh: systemProbe });
+    claimNames(name, config);
+    const tailnetApi = tailnetApiOf(name, args);
+    super(AGENT_BOX_TYPE, name, {}, opts);
+    for (const warning of config.warnings) void pulumi.log.warn(warning, this);
 
-    const secrets = args.secrets ?? pulumi.output<StackSecrets>({});
-    const description = secrets.apply((x) => tailnetKeyDescription(config, x));
+    const given: SecretArg[] = SECRET_KEYS.filter((k) => args[k] !== undefined);
+    const pending = given.some((k) => typeof args[k] !== "string");
+    // Every secret argument is a Pulumi secret from here on, whatever it was given as.
+    const values = pulumi.secret(
+      pulumi.all(
+        Object.fromEntries(given.map((k) => [k, args[k]])) as Partial<Record<SecretArg, pulumi.Input<string>>>,
+      ),
+    );
+    const recheck = values.apply((v) => {
+      if (!pending) return { config };
+      try {
+        return { config: checkAgentBox(name, args, { secret: (k) => v[k] ?? "" }) };
+      } catch (e) {
+        return { config, problem: e };
+      }
+    });
+    // The configuration with the secrets' real values: what the user-data and the tailnet key's name are made of.
+    const resolved = recheck.apply((r) => r.config);
+    const secrets: pulumi.Output<StackSecrets> = resolved.apply(boxSecretsOf);
+    // Every child waits for that check, which fails with one error (so the engine reports it once, with the check's
+    // own words and no stack trace): a bad secret creates nothing.
+    const checked = pending
+      ? recheck.apply((r) => {
+          if (r.problem === undefined) return [] as pulumi.Resource[];
+          const why = r.problem instanceof Error ? r.problem.message : String(r.problem);
+          throw new pulumi.ResourceError(why, this, r.problem instanceof ConfigError);
+        })
+      : undefined;
+    if (checked) CHECKED.set(this, checked);
+    const description = resolved.apply((c) => tailnetKeyDescription(c, boxSecretsOf(c)));
 
     // Removes the box's tailnet device on destroy, and any offline leftover with its hostname on create, so that
     // the box keeps its name instead of becoming <name>-1. Replaced (delete first) whenever the server is: the
     // user-data below depends on it, which makes the engine delete the old server before the old device.
     const cleanup =
-      config.tailscale.enabled && args.tailnetApi
+      config.tailscale.enabled && tailnetApi
         ? new TailnetDeviceCleanup(
             `${name}-tailnet-device`,
-            { hostname: config.tailscale.hostname, generation: description, ...args.tailnetApi },
-            { parent: this },
+            { hostname: config.tailscale.hostname, generation: description, ...tailnetApi },
+            this.childOptions(),
           )
         : undefined;
     const cleaned = cleanup ? cleanup.generation : pulumi.output("");
@@ -177,28 +287,34 @@ export class AgentBox extends pulumi.ComponentResource {
             recreateIfInvalid: "never",
             description,
           },
-          { parent: this },
+          this.childOptions(),
         ).key
       : pulumi.output<string | undefined>(undefined);
     const userData = pulumi
-      .all([secrets, tailnetKey, cleaned])
-      .apply(([x, k]) => renderUserData(boxSpecOf(config, { ...x, tailnetKey: k }), config.cloud));
+      .all([resolved, tailnetKey, cleaned])
+      .apply(([c, k]) => renderUserData(boxSpecOf(c, { ...boxSecretsOf(c), tailnetKey: k }), c.cloud));
     // Carries the agent's credential and the tailnet key: secret in state and outputs, whatever fed it.
     this.userData = pulumi.secret(userData);
 
     const host = hostFor(config.cloud)(
       {
         name,
-        cloudName: defaultHostname(config.project, config.stack),
+        cloudName: config.cloudName,
         location: config.location,
         serverType: config.serverType.name,
         image: bootImage(config),
-        cloudSshPublicKey: placeholderSshKey(config.project, config.stack, config.sshPublicKeys[0] ?? ""),
+        cloudSshPublicKey: placeholderSshKey(
+          config.project,
+          config.stack,
+          config.sshPublicKeys[0] ?? "",
+          ...boxIdentity(name),
+        ),
         allowSshFrom: config.allowSshFrom,
         userData: this.userData,
-        labels: { project: config.project, stack: config.stack },
+        labels: { project: config.project, stack: config.stack, ...(boxIdentity(name).length ? { box: name } : {}) },
         ...(config.volume ? { volume: config.volume } : {}),
         ...(cleanup ? { serverDependsOn: [cleanup] } : {}),
+        ...(checked ? { checked } : {}),
       },
       this,
     );
@@ -275,6 +391,13 @@ export class AgentBox extends pulumi.ComponentResource {
     });
   }
 
+  /** A child's options: this box as its parent, after `deps` and after the check of secrets given as Outputs. */
+  private childOptions(deps: pulumi.Resource[] = []): pulumi.CustomResourceOptions {
+    const checked = CHECKED.get(this);
+    if (checked) return { parent: this, dependsOn: checked.apply(() => deps) };
+    return { parent: this, ...(deps.length ? { dependsOn: deps } : {}) };
+  }
+
   /**
    * The day the credential was set, kept in the state: a resource whose one command prints the time when it is
    * created, and which a new credential replaces (its digest is the trigger; a secret, though a digest of a random
@@ -295,7 +418,7 @@ export class AgentBox extends pulumi.ComponentResource {
     const record = new command.local.Command(
       `${name}-credential`,
       { create: CREDENTIAL_CLOCK, triggers: [pulumi.secret(digest)], logging: "none" },
-      { parent: this },
+      this.childOptions(),
     );
     return record.stdout.apply((out) => ({ key: auth.key, setAt: out.trim() }));
   }
@@ -325,8 +448,7 @@ export class AgentBox extends pulumi.ComponentResource {
         logging: "stdoutAndStderr",
       },
       {
-        parent: this,
-        dependsOn: [host.server, ...(host.volumeAttachment ? [host.volumeAttachment] : [])],
+        ...this.childOptions([host.server, ...(host.volumeAttachment ? [host.volumeAttachment] : [])]),
         // the agent's units stop within their own limits (30 s the agent, 60 s the workflow), the SSH dial 20 s
         customTimeouts: { delete: "5m" },
       },
@@ -364,7 +486,7 @@ export class AgentBox extends pulumi.ComponentResource {
         logging: "stdoutAndStderr",
         addPreviousOutputInEnv: false,
       },
-      { parent: this, dependsOn: [server], customTimeouts: { create: `${config.ready.timeoutMinutes + 5}m` } },
+      { ...this.childOptions([server]), customTimeouts: { create: `${config.ready.timeoutMinutes + 5}m` } },
     );
     return wait.stdout;
   }

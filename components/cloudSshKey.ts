@@ -10,13 +10,17 @@ import { createHash } from "node:crypto";
  * knows or could compute. It lands in root's authorized_keys, where root login is refused anyway; the user's real
  * keys reach the agent user through cloud-init.
  */
-export function placeholderSshKey(project: string, stack: string, firstUserKey: string): string {
-  const point = createHash("sha256").update(`agentbox cloud key\0${project}\0${stack}\0${firstUserKey}`).digest();
+export function placeholderSshKey(project: string, stack: string, firstUserKey: string, box?: string): string {
+  // a box of several in one program (see boxIdentity) has a key of its own; the default box keeps its stack's key
+  const boxPart = box === undefined ? "" : `\0${box}`;
+  const point = createHash("sha256")
+    .update(`agentbox cloud key\0${project}\0${stack}\0${firstUserKey}${boxPart}`)
+    .digest();
   const field = (b: Buffer) => {
     const len = Buffer.alloc(4);
     len.writeUInt32BE(b.length);
     return Buffer.concat([len, b]);
   };
   const blob = Buffer.concat([field(Buffer.from("ssh-ed25519")), field(point)]);
-  return `ssh-ed25519 ${blob.toString("base64")} agentbox-${project}-${stack}-no-private-key`;
+  return `ssh-ed25519 ${blob.toString("base64")} agentbox-${[project, stack, ...(box === undefined ? [] : [box])].join("-")}-no-private-key`;
 }

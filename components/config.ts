@@ -53,6 +53,11 @@ export type AgentAuth =
 export interface AgentBoxConfig {
   project: string;
   stack: string;
+  /**
+   * What the cloud calls the server and its companions (SSH key, firewall, volume), and the default tailnet name:
+   * `<project>-<stack>`, with the box's name after it when a program has several (see boxIdentity).
+   */
+  cloudName: string;
   cloud: Cloud;
   catalogue: CloudCatalogue;
   location: string;
@@ -183,10 +188,21 @@ export function parseMaintenanceWindow(text: string): MaintenanceWindow | { prob
   return { text: text.trim(), days: [...days].sort(), startMinute, endMinute };
 }
 
+/** Whose problems a ConfigError lists by default: the stack program's config. */
+export const STACK_SUBJECT = "the stack configuration";
+
 export class ConfigError extends Error {
-  constructor(public readonly problems: string[]) {
+  /**
+   * @param subject who has the problems: the stack's config, or an AgentBox of a program (whose arguments are the
+   *   keys of the same name: agentbox:memoryGb is the argument memoryGb)
+   */
+  constructor(
+    public readonly problems: string[],
+    subject: string = STACK_SUBJECT,
+  ) {
+    const args = subject === STACK_SUBJECT ? "" : " (each agentbox:<key> below is its argument <key>)";
     super(
-      `agentbox: the stack configuration has ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n` +
+      `agentbox: ${subject === STACK_SUBJECT ? `${subject} has` : `${subject}'s arguments have`} ${problems.length} problem${problems.length === 1 ? "" : "s"}${args}:\n` +
         problems.map((p) => `  - ${p}`).join("\n"),
     );
     this.name = "ConfigError";
@@ -243,14 +259,15 @@ export const CONFIG_KEYS = [
   "workflowPermissionMode",
 ] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
-export const SECRET_KEYS: readonly ConfigKey[] = [
+export const SECRET_KEYS = [
   "claudeOauthToken",
   "anthropicApiKey",
   "ntfyUrl",
   "ntfyToken",
   "approvalsNtfyUrl",
   "approvalsNtfyToken",
-];
+] as const satisfies readonly ConfigKey[];
+export type SecretKey = (typeof SECRET_KEYS)[number];
 
 /** Raw stack config: key (without namespace) → the string Pulumi stores (lists arrive as JSON text). */
 export type RawConfig = Partial<Record<string, string>>;
@@ -267,7 +284,7 @@ export function agentboxKeys(all: Record<string, string>): RawConfig {
 const set = (key: string, value: string) => `pulumi config set ${NAMESPACE}:${key} ${value}`;
 /** `~/x` as the shell would read it (config values are not expanded by Pulumi). */
 const expandHome = (path: string) => (path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path);
-const show = (value: string) => JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+export const show = (value: string) => JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
 
 // Names that already exist on Debian and Ubuntu cloud images or that services rely on.
 const RESERVED_USERS = new Set([
@@ -475,13 +492,27 @@ export function adminLoginFor(user: string): string {
   return `${user.slice(0, 26)}-admin`;
 }
 
-/** The default Tailscale hostname: `<project>-<stack>` folded into one DNS label. */
-export function defaultHostname(project: string, stack: string): string {
-  const label = `${project}-${stack}`
-    .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, "-")
-    .replace(/-+/g, "-")
-    .replace(/^-|-$/g, "");
+/** The name of the one box of a stack program (index.ts); a box of that name keeps the names of earlier stacks. */
+export const DEFAULT_BOX_NAME = "agentbox";
+
+/**
+ * The part of the cloud's names that tells a stack's boxes apart: none for the default box (so that its names are
+ * those every earlier stack has), else the box's own name.
+ */
+export const boxIdentity = (box: string | undefined) => (box === undefined || box === DEFAULT_BOX_NAME ? [] : [box]);
+
+/** The default Tailscale hostname: `<project>-<stack>` (and the box's name, see boxIdentity) folded into one DNS label. */
+export function defaultHostname(project: string, stack: string, box?: string): string {
+  const fold = (text: string) =>
+    text
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, "-")
+      .replace(/-+/g, "-")
+      .replace(/^-|-$/g, "");
+  const label = fold(`${project}-${stack}`);
+  const [own] = boxIdentity(box);
+  // a long project and stack give way to the box's name, which tells the boxes apart (names are checked: a DNS label)
+  if (own !== undefined) return `${label.slice(0, 62 - own.length).replace(/-$/, "") || "agentbox"}-${own}`;
   return label.slice(0, 63).replace(/-$/, "") || "agentbox";
 }
 
@@ -506,7 +537,7 @@ function parseMemoryGb(v: string | undefined): number | { problem: string } {
   return n;
 }
 
-function schemaFor(project: string, stack: string) {
+function schemaFor(project: string, stack: string, box: string | undefined) {
   const k = (key: ConfigKey) => `${NAMESPACE}:${key}`;
   const secret = (key: ConfigKey, how: string) =>
     z
@@ -630,7 +661,7 @@ function schemaFor(project: string, stack: string) {
         .optional()
         .refine((v) => v === undefined || DNS_LABEL.test(v), {
           error: (i) =>
-            `${k("tailscaleHostname")}: ${show(String(i.input))} is not a valid hostname (one DNS label: a-z, 0-9 and "-", at most 63, not starting or ending with "-"). Fix: ${set("tailscaleHostname", defaultHostname(project, stack))}`,
+            `${k("tailscaleHostname")}: ${show(String(i.input))} is not a valid hostname (one DNS label: a-z, 0-9 and "-", at most 63, not starting or ending with "-"). Fix: ${set("tailscaleHostname", defaultHostname(project, stack, box))}`,
         }),
       tailscaleTags: listOf("tailscaleTags", "tag:agentbox").pipe(
         z.array(z.string()).superRefine((tags, ctx) => {
@@ -1067,7 +1098,13 @@ function checkPlacement(raw: RawConfig): {
  */
 export function parseConfig(
   given: RawConfig,
-  ctx: { project: string; stack: string; readFile?: (path: string) => string },
+  ctx: {
+    project: string;
+    stack: string;
+    /** The AgentBox's name, when a program has several boxes (see boxIdentity). */
+    box?: string;
+    readFile?: (path: string) => string;
+  },
 ): AgentBoxConfig {
   // An empty value means "not set" (`pulumi new` stores the template's empty defaults that way).
   const raw: RawConfig = Object.fromEntries(
@@ -1082,7 +1119,7 @@ export function parseConfig(
       );
     }
   }
-  const parsed = schemaFor(ctx.project, ctx.stack).safeParse(raw);
+  const parsed = schemaFor(ctx.project, ctx.stack, ctx.box).safeParse(raw);
   if (!parsed.success) problems.push(...parsed.error.issues.map((i) => i.message));
   // Where the box goes is checked even when other keys are wrong, so that one run reports everything.
   const placement = checkPlacement(raw);
@@ -1119,9 +1156,11 @@ export function parseConfig(
     );
   }
 
+  const cloudName = defaultHostname(ctx.project, ctx.stack, ctx.box);
   return {
     project: ctx.project,
     stack: ctx.stack,
+    cloudName,
     cloud: c.cloud,
     catalogue,
     location,
@@ -1136,7 +1175,7 @@ export function parseConfig(
     allowSshFrom: c.allowSshFrom.map((x) => x.trim()),
     tailscale: {
       enabled: c.tailscale,
-      hostname: c.tailscaleHostname ?? defaultHostname(ctx.project, ctx.stack),
+      hostname: c.tailscaleHostname ?? cloudName,
       tags: c.tailscale ? (c.tailscaleTags.length ? c.tailscaleTags : ["tag:agentbox"]) : [],
       ssh: c.tailscaleSsh,
     },

@@ -870,6 +870,7 @@ describe("parseConfig accepts good configuration", () => {
     const expected: AgentBoxConfig = {
       project: "agentbox",
       stack: "dev",
+      cloudName: "agentbox-dev",
       cloud: "hetzner",
       catalogue: hetznerCatalogue,
       location: "fsn1",

@@ -81,7 +81,7 @@ function envEntries(userData: string): [string, string][] {
 describe.each(CONFIG_KEYS.filter((k) => k !== "sshPublicKeys"))("agentbox:%s with hostile values", (key: ConfigKey) => {
   test("is refused with the key and a fix, or reaches the box only as data", () => {
     fc.assert(
-      fc.property(SECRET_KEYS.includes(key) ? markedString : nastyString, (value) => {
+      fc.property((SECRET_KEYS as readonly string[]).includes(key) ? markedString : nastyString, (value) => {
         const result = tryParse({ ...ok, [key]: value });
         if (result.error) {
           for (const problem of result.error.problems) {
@@ -89,7 +89,7 @@ describe.each(CONFIG_KEYS.filter((k) => k !== "sshPublicKeys"))("agentbox:%s wit
             expect(problem).toContain("Fix:");
             // a secret's value is never echoed, not even in part: the markers around it are not in any message
             // (checking for the value itself fails on chance: "valu" is in every message that says "value")
-            if (SECRET_KEYS.includes(key)) expect(problem).not.toMatch(LEAK_MARKER);
+            if ((SECRET_KEYS as readonly string[]).includes(key)) expect(problem).not.toMatch(LEAK_MARKER);
           }
           return;
         }

@@ -259,6 +259,11 @@ export async function runProgram(
     secretKeys?: string[];
     ids?: MockIds;
     sshAgentKeys?: string[] | null;
+    /**
+     * What runs: index.ts (the default), another program's module (a path from this folder), or a function that
+     * declares resources and returns the outputs, as a program of one's own would.
+     */
+    program?: string | (() => Record<string, pulumi.Output<unknown>>);
   } = {},
 ): Promise<Program> {
   const agentKeys =
@@ -271,8 +276,12 @@ export async function runProgram(
   const stack = opts.stack ?? "test";
   const secretKeys = opts.secretKeys ?? Object.keys(config).filter((k) => /token|apikey|secret/i.test(k));
   const resources = installMocks(project, stack, config, secretKeys, opts.ids);
-  const module = (await import("../index.js")) as unknown as Record<string, pulumi.Output<unknown>>;
-  await Promise.all(Object.values(module).map((o) => valueOf(o)));
+  const program = opts.program ?? "../index.js";
+  const module =
+    typeof program === "function"
+      ? program()
+      : ((await import(program)) as unknown as Record<string, pulumi.Output<unknown>>);
+  await Promise.all(Object.values(module).map((o) => valueOf(pulumi.output(o))));
   // Registering one resource can lead to another (a firewall waits for its droplet's id): settle until none appear.
   for (let quiet = 0; quiet < 5;) {
     const before = resources.length;

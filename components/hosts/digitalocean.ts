@@ -13,7 +13,9 @@ export function digitalOceanTag(value: string): string {
 const EVERYWHERE = ["0.0.0.0/0", "::/0"];
 
 export const digitalOceanHost: Host = (args, parent) => {
-  const opts = { parent };
+  // every resource waits for the check of secrets given as Outputs, when there is one (see HostArgs.checked)
+  const opts = { parent, ...(args.checked ? { dependsOn: args.checked } : {}) };
+  const after = (deps: pulumi.Resource[]) => (args.checked ? args.checked.apply(() => deps) : deps);
   const tags = [
     "agentbox",
     digitalOceanTag(`agentbox-project:${args.labels.project}`),
@@ -31,7 +33,7 @@ export const digitalOceanHost: Host = (args, parent) => {
         name: volumeName(args.cloudName),
         region: args.location,
         size: args.volume.sizeGb,
-        description: `agentbox home of ${args.labels.project}/${args.labels.stack}`,
+        description: `agentbox home of ${[args.labels.project, args.labels.stack, ...(args.labels.box ? [args.labels.box] : [])].join("/")}`,
         tags,
       },
       // name and description force a new digitalocean_volume, which protect refuses: a stack or project rename
@@ -88,7 +90,7 @@ export const digitalOceanHost: Host = (args, parent) => {
     },
     {
       ...opts,
-      dependsOn: [...(args.serverDependsOn ?? []), firewall],
+      dependsOn: after([...(args.serverDependsOn ?? []), firewall]),
       // One droplet per box at a time: the old one goes before its replacement comes.
       deleteBeforeReplace: true,
       // The provider waits this long (its default: 60 s) for the shutdown, then fails the delete and leaves a

@@ -16,11 +16,14 @@ export function hetznerLabel(value: string): string {
 }
 
 export const hetznerHost: Host = (args, parent) => {
-  const opts = { parent };
+  // every resource waits for the check of secrets given as Outputs, when there is one (see HostArgs.checked)
+  const opts = { parent, ...(args.checked ? { dependsOn: args.checked } : {}) };
+  const after = (deps: pulumi.Resource[]) => (args.checked ? args.checked.apply(() => deps) : deps);
   const labels = {
     "managed-by": "agentbox",
     "agentbox-project": hetznerLabel(args.labels.project),
     "agentbox-stack": hetznerLabel(args.labels.stack),
+    ...(args.labels.box ? { "agentbox-box": hetznerLabel(args.labels.box) } : {}),
   };
 
   let volume: hcloud.Volume | undefined;
@@ -82,7 +85,7 @@ export const hetznerHost: Host = (args, parent) => {
       shutdownBeforeDeletion: true,
     },
     // Hetzner refuses a second server with a name in use (uniqueness_error): a replacement deletes the old one first.
-    { ...opts, dependsOn: args.serverDependsOn, deleteBeforeReplace: true },
+    { ...opts, dependsOn: after(args.serverDependsOn ?? []), deleteBeforeReplace: true },
   );
 
   let volumeId: pulumi.Output<string> | undefined;

@@ -4,7 +4,7 @@ import type * as pulumi from "@pulumi/pulumi";
 export interface HostArgs {
   /** Base for child resource names (`${name}-server`, ...). */
   name: string;
-  /** The name the cloud shows for the server and its companions: `<project>-<stack>`, one DNS label. */
+  /** The name the cloud shows for the server and its companions: `<project>-<stack>` (and the box's name, see boxIdentity), one DNS label. */
   cloudName: string;
   location: string;
   serverType: string;
@@ -14,12 +14,17 @@ export interface HostArgs {
   /** CIDRs allowed to reach SSH on the public address; empty = no inbound at all. */
   allowSshFrom: readonly string[];
   userData: pulumi.Output<string>;
-  /** Who owns what: project and stack, for the cloud's console and for cleaning up by hand. */
-  labels: { project: string; stack: string };
+  /** Who owns what: project and stack (and the box, when a program has several), for the cloud's console. */
+  labels: { project: string; stack: string; box?: string };
   /** A persistent volume for the agent's home: created protected (kept by `destroy --exclude-protected`). */
   volume?: { sizeGb: number };
   /** Resources the server must come after (and, on destroy, be deleted before). */
   serverDependsOn?: pulumi.Resource[];
+  /**
+   * Settles (to no resources) once secrets given as Outputs have passed the check, and fails with its one error
+   * otherwise: every resource depends on it, so a bad secret creates nothing and is reported once.
+   */
+  checked?: pulumi.Output<pulumi.Resource[]>;
 }
 
 export interface HostResult {

@@ -1,0 +1,127 @@
+import * as pulumi from "@pulumi/pulumi";
+import { beforeEach, expect, test, vi } from "vitest";
+import { AgentBox, ConfigError } from "../lib";
+import { type CreatedResource, runProgram, valueOf } from "./mocks";
+import { SSH_KEY, TOKEN } from "./stacks";
+
+const FLEET_CONFIG = {
+  "agentbox-fleet:sshPublicKey": SSH_KEY,
+  "agentbox-fleet:claudeOauthToken": TOKEN,
+  "tailscale:apiKey": "tskey-api-test",
+  "hcloud:token": "hcloud-test-token",
+  "digitalocean:token": "do-test-token",
+};
+
+// each program runs in a fresh module graph, as `pulumi up` runs it
+beforeEach(() => vi.resetModules());
+
+const fleet = () =>
+  runProgram(FLEET_CONFIG, {
+    project: "agentbox-fleet",
+    stack: "dev",
+    secretKeys: ["agentbox-fleet:claudeOauthToken", "tailscale:apiKey"],
+    sshAgentKeys: [SSH_KEY],
+    program: "../examples/fleet/index.js",
+  });
+
+const ofBox = (resources: CreatedResource[], box: string) => resources.filter((r) => r.name.startsWith(`${box}-`));
+const byType = (resources: CreatedResource[], type: string) => resources.filter((r) => r.type === type);
+
+test("the fleet example: two boxes on two clouds in one program, whose names never meet", async () => {
+  const { resources, urns, module } = await fleet();
+  // every resource of the program has a URN of its own (Pulumi refuses a program that repeats one)
+  expect(new Set(resources.map((r) => r.urn)).size).toBe(resources.length);
+  expect(new Set(urns.values()).size).toBe(urns.size);
+  expect(byType(resources, "agentbox:index:AgentBox").map((r) => r.name)).toEqual(["api", "web"]);
+
+  const api = ofBox(resources, "api");
+  const web = ofBox(resources, "web");
+  expect(api.map((r) => r.type)).toEqual(
+    expect.arrayContaining([
+      "hcloud:index/server:Server",
+      "hcloud:index/sshKey:SshKey",
+      "hcloud:index/firewall:Firewall",
+    ]),
+  );
+  expect(web.map((r) => r.type)).toEqual(
+    expect.arrayContaining(["digitalocean:index/droplet:Droplet", "digitalocean:index/volume:Volume"]),
+  );
+  // what the clouds need unique: names per type, Hetzner's SSH key (name and fingerprint); DigitalOcean's firewall
+  // applies to droplets by tag, so the box's tag must be its own
+  const names = (r: CreatedResource[]) => r.map((x) => x.inputs.name).filter((n) => n !== undefined);
+  expect(names(api.filter((r) => r.type.startsWith("hcloud:")))).toEqual(
+    expect.arrayContaining(["agentbox-fleet-dev-api"]),
+  );
+  expect(names(web.filter((r) => r.type.startsWith("digitalocean:")))).toEqual(
+    expect.arrayContaining(["agentbox-fleet-dev-web", "agentbox-fleet-dev-web-home"]),
+  );
+  const sshKeys = resources.filter((r) => r.type.endsWith("sshKey:SshKey")).map((r) => r.inputs.publicKey);
+  expect(new Set(sshKeys).size).toBe(2);
+  const droplet = byType(web, "digitalocean:index/droplet:Droplet")[0]!;
+  const firewall = byType(web, "digitalocean:index/firewall:Firewall")[0]!;
+  expect(firewall.inputs.tags).toEqual(["agentbox-box:agentbox-fleet-dev-web"]);
+  expect(droplet.inputs.tags).toContain("agentbox-box:agentbox-fleet-dev-web");
+  expect(byType(web, "digitalocean:index/volume:Volume")[0]!.inputs.description).toBe(
+    "agentbox home of agentbox-fleet/dev/web",
+  );
+  expect(byType(api, "hcloud:index/server:Server")[0]!.inputs.labels).toMatchObject({ "agentbox-box": "api" });
+  // each box its own tailnet name, key and device cleanup
+  const cleanups = byType(resources, "pulumi-nodejs:dynamic/agentbox:TailnetDeviceCleanup");
+  expect(cleanups.map((r) => r.inputs.hostname)).toEqual(["agentbox-fleet-dev-api", "agentbox-fleet-dev-web"]);
+  const keys = byType(resources, "tailscale:index/tailnetKey:TailnetKey");
+  expect(new Set(keys.map((k) => k.inputs.description)).size).toBe(2);
+  // the token given as a secret Output stays one: in the user-data of both servers, and in no plain input
+  for (const server of [byType(api, "hcloud:index/server:Server")[0]!, droplet]) {
+    expect(server.secretInputs).toContain("userData");
+  }
+  expect(
+    JSON.stringify(resources.map((r) => Object.entries(r.inputs).filter(([k]) => !r.secretInputs.includes(k)))),
+  ).not.toContain(TOKEN);
+  const boxes = (await valueOf(pulumi.output(module.boxes))) as Record<string, { ssh: string; agents?: unknown[] }>;
+  expect(boxes.api?.ssh).toBe("ssh agent@agentbox-fleet-dev-api");
+  expect(boxes.web?.ssh).toBe("ssh agent@agentbox-fleet-dev-web");
+  expect(boxes.web?.agents).toHaveLength(2);
+}, 60_000);
+
+test("two boxes of one program that would share a tailnet name are refused, naming both, before the second exists", async () => {
+  const error = await runProgram(FLEET_CONFIG, {
+    project: "agentbox-fleet",
+    stack: "dev",
+    sshAgentKeys: [SSH_KEY],
+    program: () => {
+      const base = { sshPublicKeys: [SSH_KEY], tailscaleHostname: "shared-box", waitForReady: false };
+      new AgentBox("one", base);
+      new AgentBox("two", { ...base, cloud: "digitalocean" });
+      return {};
+    },
+  }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(ConfigError);
+  expect((error as ConfigError).message).toMatch(/^agentbox: AgentBox "two"'s arguments have 1 problem/);
+  expect((error as ConfigError).problems).toEqual([
+    expect.stringMatching(
+      /^tailscaleHostname: shared-box is the tailnet name of another AgentBox of this program, "one": .* Fix: /,
+    ),
+  ]);
+});
+
+test("a box's name must make a DNS label: refused with the fix before anything is registered", async () => {
+  const created: string[] = [];
+  const error = await runProgram(FLEET_CONFIG, {
+    project: "agentbox-fleet",
+    stack: "dev",
+    program: () => {
+      new AgentBox("API box", { sshPublicKeys: [SSH_KEY], waitForReady: false });
+      return {};
+    },
+  }).then(
+    (p) => created.push(...p.resources.map((r) => r.name)),
+    (e: unknown) => e,
+  );
+  expect((error as ConfigError).problems).toEqual([
+    expect.stringMatching(/^"API box" is not a box name: .* Fix: new AgentBox\("api", \.\.\.\)$/),
+  ]);
+  expect(created).toEqual([]);
+});
