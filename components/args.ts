@@ -1,4 +1,4 @@
-import type * as pulumi from "@pulumi/pulumi";
+import * as pulumi from "@pulumi/pulumi";
 import { CONFIG_KEYS, type ConfigKey, NAMESPACE, type RawConfig, SECRET_KEYS, type SecretKey } from "./config";
 
 /*
@@ -241,6 +241,27 @@ export interface AgentBoxArgs {
   tailnetApi?: TailnetApiArgs;
 }
 
+/**
+ * The arguments that are not plain values although they must be: an Output or a promise (another resource's
+ * output, a secret config value) where the argument decides what exists. Named with the fix, for the check.
+ */
+export function notPlainProblems(args: AgentBoxArgs): string[] {
+  const pending = (v: unknown): boolean =>
+    pulumi.Output.isInstance(v) ||
+    v instanceof Promise ||
+    (Array.isArray(v) ? v.some(pending) : typeof v === "object" && v !== null && Object.values(v).some(pending));
+  return Object.entries(args ?? {})
+    .filter(([key]) => !(SECRET_KEYS as readonly string[]).includes(key))
+    .flatMap(([key, value]) => {
+      const v: unknown = key === "tailnetApi" ? (value as TailnetApiArgs | undefined)?.tailnet : value;
+      return pending(v)
+        ? [
+            `${key === "tailnetApi" ? "tailnetApi.tailnet" : `${NAMESPACE}:${key}`}: an Output or a promise, but this argument decides which resources the box has, so its value must be known when the program runs. Fix: pass a plain value (a literal, or config read with config.require, not requireSecret or another resource's output)`,
+          ]
+        : [];
+    });
+}
+
 /** The arguments that are secrets: the stack's secret keys. */
 export type SecretArg = SecretKey;
 /** The arguments that are stack keys (all but tailnetApi, which comes from the Tailscale provider's own config). */
@@ -257,7 +278,8 @@ export function rawConfigOf(
 ): RawConfig {
   const raw: RawConfig = {};
   for (const [key, value] of Object.entries(args)) {
-    if (value === undefined || key === "tailnetApi") continue;
+    // null is how some languages' SDKs say "not set"
+    if (value === undefined || value === null || key === "tailnetApi") continue;
     if ((SECRET_KEYS as readonly string[]).includes(key)) {
       raw[key] = secret(key as SecretArg, value as pulumi.Input<string>);
     } else {
@@ -268,7 +290,8 @@ export function rawConfigOf(
   return raw;
 }
 
-const INTEGER = /^\s*-?\d+\s*$/;
+/** A whole number as text, short enough to come back from a number as the same digits. */
+const INTEGER = /^\s*-?\d{1,15}\s*$/;
 
 /**
  * A stack's agentbox: config (unprefixed, as agentboxKeys gives it) as AgentBox's arguments: index.ts's whole reading

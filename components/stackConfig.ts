@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { USER_DATA_DELIVERY, renderUserData } from "../cloud-init/render";
-import { type AgentBoxArgs, type SecretArg, rawConfigOf, stackArgs } from "./args";
+import { type AgentBoxArgs, type SecretArg, notPlainProblems, rawConfigOf, stackArgs } from "./args";
 import { boxSecretsOf, boxSpecOf } from "./boxSpec";
 import {
   type AgentBoxConfig,
@@ -100,6 +100,8 @@ export function checkAgentBox(name: string, args: AgentBoxArgs, opts: CheckOptio
       subject,
     );
   }
+  const notPlain = notPlainProblems(args);
+  if (notPlain.length) throw new ConfigError(notPlain, subject);
   let config: AgentBoxConfig;
   try {
     // a workflow prompt file is read relative to the program's directory, where Pulumi runs the program

@@ -229,3 +229,34 @@ test("a bad secret given as an Output: refused once its value is known, with one
     for (const l of saved) process.on("unhandledRejection", l);
   }
 });
+
+test("an Output where a plain value must be is refused with the fix; null is not set; long numbers stay the stack's text", async () => {
+  const run = await runProgram(PROVIDERS, {
+    sshAgentKeys: [CI_KEY],
+    program: () => {
+      expect(
+        () =>
+          new AgentBox("api", {
+            sshPublicKeys: [pulumi.output(CI_KEY)] as unknown as string[],
+            volumeGb: pulumi.output(10) as unknown as number,
+            tailnetApi: { tailnet: pulumi.output("example.com") as unknown as string, apiKey: pulumi.secret("k") },
+          }),
+      ).toThrow(
+        expect.objectContaining({
+          problems: [
+            expect.stringMatching(/^agentbox:sshPublicKeys: an Output or a promise, .* Fix: pass a plain value/),
+            expect.stringMatching(/^agentbox:volumeGb: an Output or a promise/),
+            expect.stringMatching(/^tailnetApi\.tailnet: an Output or a promise/),
+          ],
+        }),
+      );
+      // what some languages' SDKs send for an argument left out
+      new AgentBox("web", { sshPublicKeys: [CI_KEY], volumeGb: null, location: null } as unknown as AgentBoxArgs);
+      return {};
+    },
+  });
+  expect(run.resources.filter((r) => r.type.endsWith("volume:Volume"))).toEqual([]);
+  expect(run.resources.find((r) => r.type === "hcloud:index/server:Server")?.inputs.location).toBe("fsn1");
+  const huge = { sshPublicKeys: CI_KEY, memoryGb: "99999999999999999999" };
+  expect(rawConfigOf(stackArgs(huge), (_k, v) => v as string).memoryGb).toBe("99999999999999999999");
+});
