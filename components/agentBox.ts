@@ -15,7 +15,7 @@ import type { AgentBoxArgs, SecretArg } from "./args";
 import type { Cloud } from "./catalogue";
 import { type BoxSecrets, boxSecretsOf, boxSpecOf } from "./boxSpec";
 import { placeholderSshKey } from "./cloudSshKey";
-import { type AgentBoxConfig, ConfigError, SECRET_KEYS, boxIdentity } from "./config";
+import { type AgentBoxConfig, ConfigError, NAMESPACE, SECRET_KEYS, boxIdentity } from "./config";
 import { digitalOceanHost } from "./hosts/digitalocean";
 import { hetznerHost } from "./hosts/hetzner";
 import type { Host } from "./hosts/types";
@@ -131,7 +131,7 @@ function claimNames(name: string, config: AgentBoxConfig): void {
     [
       `cloud\0${config.cloudName}`,
       (holder) =>
-        `the cloud name ${config.cloudName}: another AgentBox of this program, "${holder}", has it (its server, SSH key, firewall and volume). Fix: give the boxes names that stay apart within the first ${63 - 1} characters of "<project>-<stack>-<name>"`,
+        `the cloud name ${config.cloudName}: another AgentBox of this program, "${holder}" (under another parent), has it: its server, SSH key, firewall and volume. Fix: give one of the boxes another name (a program's boxes need names of their own, whatever their parents)`,
     ],
     ...(config.tailscale.enabled
       ? [
@@ -145,16 +145,20 @@ function claimNames(name: string, config: AgentBoxConfig): void {
   ];
   const problems = claims.flatMap(([key, problem]) => {
     const holder = names.get(key);
-    return holder !== undefined && holder !== name ? [problem(holder)] : [];
+    return holder !== undefined ? [problem(holder)] : [];
   });
   if (problems.length) throw new ConfigError(problems, `AgentBox "${name}"`);
   for (const [key] of claims) names.set(key, name);
 }
 
+/** Whether an argument is given: an empty text counts as not set, as an empty stack value does. */
+const given = (v: unknown) => v !== undefined && v !== null && !(typeof v === "string" && v.trim() === "");
+
 /** The Tailscale API credentials the box's device cleanup uses, when they are complete. */
 function tailnetApiOf(name: string, args: AgentBoxArgs) {
-  const api = args.tailnetApi;
-  if (!api) return undefined;
+  const raw = args.tailnetApi;
+  if (!raw) return undefined;
+  const api = Object.fromEntries(Object.entries(raw).filter(([, v]) => given(v))) as typeof raw;
   if (api.apiKey !== undefined) return { apiKey: api.apiKey, ...(api.tailnet ? { tailnet: api.tailnet } : {}) };
   if (api.oauthClientId !== undefined && api.oauthClientSecret !== undefined) {
     return {
@@ -231,16 +235,23 @@ export class AgentBox extends pulumi.ComponentResource {
     super(AGENT_BOX_TYPE, name, {}, opts);
     for (const warning of config.warnings) void pulumi.log.warn(warning, this);
 
-    const given: SecretArg[] = SECRET_KEYS.filter((k) => args[k] !== undefined);
-    const pending = given.some((k) => typeof args[k] !== "string");
+    const set: SecretArg[] = SECRET_KEYS.filter((k) => given(args[k]));
+    const pending = set.some((k) => typeof args[k] !== "string");
     // Every secret argument is a Pulumi secret from here on, whatever it was given as.
     const values = pulumi.secret(
-      pulumi.all(
-        Object.fromEntries(given.map((k) => [k, args[k]])) as Partial<Record<SecretArg, pulumi.Input<string>>>,
-      ),
+      pulumi.all(Object.fromEntries(set.map((k) => [k, args[k]])) as Partial<Record<SecretArg, pulumi.Input<string>>>),
     );
     const recheck = values.apply((v) => {
       if (!pending) return { config };
+      // what the box is made of was decided on which secrets are set: one that turns out empty cannot be unset now
+      const empty = set.filter((k) => !given(v[k]));
+      if (empty.length) {
+        const problems = empty.map(
+          (k) =>
+            `${NAMESPACE}:${k}: given as an Output whose value is empty, after the box was planned with it. Fix: leave the argument out, or give it its value`,
+        );
+        return { config, problem: new ConfigError(problems, `AgentBox "${name}"`) };
+      }
       try {
         return { config: checkAgentBox(name, args, { secret: (k) => v[k] ?? "" }) };
       } catch (e) {

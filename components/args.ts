@@ -130,7 +130,7 @@ export interface AgentBoxArgs {
   tailscale?: boolean;
   /**
    * The box's name on the tailnet.
-   * Default: "<project>-<stack>", and "<project>-<stack>-<name>" for a box not named "agentbox".
+   * Default: "<project>-<stack>", and "<project>-<stack>--<name>" for a box not named "agentbox".
    */
   tailscaleHostname?: string;
   /**
@@ -278,8 +278,8 @@ export function rawConfigOf(
 ): RawConfig {
   const raw: RawConfig = {};
   for (const [key, value] of Object.entries(args)) {
-    // null is how some languages' SDKs say "not set"
-    if (value === undefined || value === null || key === "tailnetApi") continue;
+    // null is how some languages' SDKs say "not set"; a stack's agentbox:tailnetApi is text, and an unknown key
+    if (value === undefined || value === null || (key === "tailnetApi" && typeof value === "object")) continue;
     if ((SECRET_KEYS as readonly string[]).includes(key)) {
       raw[key] = secret(key as SecretArg, value as pulumi.Input<string>);
     } else {
@@ -290,8 +290,8 @@ export function rawConfigOf(
   return raw;
 }
 
-/** A whole number as text, short enough to come back from a number as the same digits. */
-const INTEGER = /^\s*-?\d{1,15}\s*$/;
+/** Text that a number gives back exactly (String(n) === text): anything else reaches the check as it is. */
+const canonicalNumber = (text: string) => /^-?\d{1,15}$/.test(text) && String(Number(text)) === text;
 
 /**
  * A stack's agentbox: config (unprefixed, as agentboxKeys gives it) as AgentBox's arguments: index.ts's whole reading
@@ -366,11 +366,10 @@ if (unmatched.length) throw new Error(`${NAMESPACE}: stack keys without an Agent
 function stackValue(key: KeyArg, text: string): unknown {
   switch (KINDS[key] as (typeof KINDS)[KeyArg] | undefined) {
     case "number":
-      return INTEGER.test(text) ? Number(text) : text;
-    case "boolean": {
-      const t = text.trim().toLowerCase();
-      return t === "true" ? true : t === "false" ? false : text;
-    }
+      return canonicalNumber(text) ? Number(text) : text;
+    case "boolean":
+      // what Pulumi stores; any other spelling reaches the check as it is, which reads it alike
+      return text === "true" ? true : text === "false" ? false : text;
     case "list": {
       // JSON (what `pulumi config set --path` stores) or comma-separated text, as parseConfig reads lists
       const t = text.trim();
@@ -390,8 +389,10 @@ function stackValue(key: KeyArg, text: string): unknown {
             .filter((s) => s !== "");
     }
     case "json":
+      // a list or an object, as `pulumi config set --path` stores it; anything else is the stack's text
       try {
-        return JSON.parse(text) as unknown;
+        const value = JSON.parse(text) as unknown;
+        return typeof value === "object" && value !== null ? value : text;
       } catch {
         return text;
       }

@@ -501,7 +501,10 @@ export const DEFAULT_BOX_NAME = "agentbox";
  */
 export const boxIdentity = (box: string | undefined) => (box === undefined || box === DEFAULT_BOX_NAME ? [] : [box]);
 
-/** The default Tailscale hostname: `<project>-<stack>` (and the box's name, see boxIdentity) folded into one DNS label. */
+/**
+ * The default Tailscale hostname and the cloud's name for the box: `<project>-<stack>` folded into one DNS label,
+ * and `<project>-<stack>--<name>` for a box of a fleet (see boxIdentity).
+ */
 export function defaultHostname(project: string, stack: string, box?: string): string {
   const fold = (text: string) =>
     text
@@ -511,8 +514,10 @@ export function defaultHostname(project: string, stack: string, box?: string): s
       .replace(/^-|-$/g, "");
   const label = fold(`${project}-${stack}`);
   const [own] = boxIdentity(box);
-  // a long project and stack give way to the box's name, which tells the boxes apart (names are checked: a DNS label)
-  if (own !== undefined) return `${label.slice(0, 62 - own.length).replace(/-$/, "") || "agentbox"}-${own}`;
+  // A box of a fleet: "--" before its name, which a folded `<project>-<stack>` never holds, so that no other stack's
+  // box can have its names (stack prod's box api is not stack prod-api's box). A long project and stack give way to
+  // the box's name, and the whole stays within 58 characters: its volume's name ("-home" after it) keeps all of it.
+  if (own !== undefined) return `${label.slice(0, 56 - own.length).replace(/-$/, "") || "agentbox"}--${own}`;
   return label.slice(0, 63).replace(/-$/, "") || "agentbox";
 }
 

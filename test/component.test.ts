@@ -260,3 +260,64 @@ test("an Output where a plain value must be is refused with the fix; null is not
   const huge = { sshPublicKeys: CI_KEY, memoryGb: "99999999999999999999" };
   expect(rawConfigOf(stackArgs(huge), (_k, v) => v as string).memoryGb).toBe("99999999999999999999");
 });
+
+test("a secret Output that turns out empty is refused (the box was planned with it); empty tailnetApi values are not set", async () => {
+  const seen: unknown[] = [];
+  const saved = process.listeners("unhandledRejection");
+  process.removeAllListeners("unhandledRejection");
+  process.on("unhandledRejection", (e) => seen.push(e));
+  try {
+    const run = await runProgram(PROVIDERS, {
+      sshAgentKeys: [CI_KEY],
+      program: () => {
+        new AgentBox("api", { sshPublicKeys: [CI_KEY], claudeOauthToken: pulumi.secret("") });
+        // an empty API key does not win over a complete OAuth client
+        new AgentBox("web", {
+          sshPublicKeys: [CI_KEY],
+          tailnetApi: { apiKey: "", oauthClientId: "id", oauthClientSecret: pulumi.secret("secret") },
+        });
+        return {};
+      },
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(new Set(seen).size).toBe(1);
+    expect((seen[0] as Error).message).toContain(
+      "agentbox:claudeOauthToken: given as an Output whose value is empty, after the box was planned with it. Fix:",
+    );
+    expect(run.resources.filter((r) => r.name.startsWith("api-"))).toEqual([]);
+    const cleanup = run.resources.find((r) => r.name === "web-tailnet-device");
+    expect(cleanup?.inputs).toMatchObject({ oauthClientId: "id", oauthClientSecret: "secret" });
+    expect(cleanup?.inputs.apiKey).toBeUndefined();
+  } finally {
+    process.removeAllListeners("unhandledRejection");
+    for (const l of saved) process.on("unhandledRejection", l);
+  }
+});
+
+test("a stack's text the arguments' types do not hold exactly reaches the check as the stack wrote it", () => {
+  const ctx = { project: "agentbox", stack: "dev" };
+  const outcome = (raw: Record<string, string | undefined>) => {
+    try {
+      return parseConfig(raw, ctx);
+    } catch (e) {
+      return (e as ConfigError).problems;
+    }
+  };
+  const base = { sshPublicKeys: JSON.stringify([CI_KEY]) };
+  const extras: Record<string, string>[] = [
+    { volumeGb: "-0" },
+    { memoryGb: "-0" },
+    { memoryGb: "016" },
+    { memoryGb: " 16 " },
+    { sudo: "TRUE" },
+    { sudo: "yes" },
+    { agents: '"api"' },
+    { agents: "3" },
+    { tailnetApi: "x" },
+    { allowSshFrom: "[1, 2]" },
+  ];
+  for (const extra of extras) {
+    const raw = { ...base, ...extra };
+    expect(outcome(rawConfigOf(stackArgs(raw), (_k, v) => v as string)), JSON.stringify(extra)).toEqual(outcome(raw));
+  }
+});

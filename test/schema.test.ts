@@ -159,6 +159,6 @@ test("the Pulumi YAML example is an AgentBox the schema takes and the component'
     cloud: "hetzner",
     location: "nbg1",
     volume: { sizeGb: 20 },
-    cloudName: `${pulumi.getProject()}-${pulumi.getStack()}-box`,
+    cloudName: `${pulumi.getProject()}-${pulumi.getStack()}--box`,
   });
 });

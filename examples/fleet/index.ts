@@ -1,6 +1,6 @@
 /**
  * A fleet: two agent boxes of one program, on two clouds. Each has names of its own in the cloud and on the tailnet
- * (`<project>-<stack>-<name>`), its own tailnet key and, for the second, its own volume.
+ * (`<project>-<stack>--<name>`), its own tailnet key and, for the second, its own volume.
  *
  *   npm ci                                        (once, at the repository's root)
  *   cd examples/fleet
