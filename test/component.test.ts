@@ -188,13 +188,25 @@ test("bad arguments are refused with every problem and its fix before anything i
   expect(run.resources).toEqual([]);
 });
 
-test("a bad secret given as an Output: refused once its value is known, with one error, and nothing of the box is created", async () => {
-  // the engine reports the rejections of a program run; here they are caught to look at them
+/**
+ * Runs `body` with the process's unhandled rejections caught into `seen` (the engine reports a program run's
+ * rejections; a test looks at them instead), and puts the test runner's own handlers back after.
+ */
+async function withRejectionsCaught(body: (seen: unknown[]) => Promise<void>): Promise<void> {
   const seen: unknown[] = [];
   const saved = process.listeners("unhandledRejection");
   process.removeAllListeners("unhandledRejection");
   process.on("unhandledRejection", (e) => seen.push(e));
   try {
+    await body(seen);
+  } finally {
+    process.removeAllListeners("unhandledRejection");
+    for (const l of saved) process.on("unhandledRejection", l);
+  }
+}
+
+test("a bad secret given as an Output: refused once its value is known, with one error, and nothing of the box is created", async () => {
+  await withRejectionsCaught(async (seen) => {
     const run = await runProgram(PROVIDERS, {
       sshAgentKeys: [CI_KEY],
       program: () => {
@@ -224,10 +236,7 @@ test("a bad secret given as an Output: refused once its value is known, with one
     expect(error.message).toContain("agentbox:approvals");
     expect(error.message).not.toContain("same-topic-for-both");
     expect(error.message).not.toContain("with spaces");
-  } finally {
-    process.removeAllListeners("unhandledRejection");
-    for (const l of saved) process.on("unhandledRejection", l);
-  }
+  });
 });
 
 test("an Output where a plain value must be is refused with the fix; null is not set; long numbers stay the stack's text", async () => {
@@ -262,11 +271,7 @@ test("an Output where a plain value must be is refused with the fix; null is not
 });
 
 test("a secret Output that turns out empty is refused (the box was planned with it); empty tailnetApi values are not set", async () => {
-  const seen: unknown[] = [];
-  const saved = process.listeners("unhandledRejection");
-  process.removeAllListeners("unhandledRejection");
-  process.on("unhandledRejection", (e) => seen.push(e));
-  try {
+  await withRejectionsCaught(async (seen) => {
     const run = await runProgram(PROVIDERS, {
       sshAgentKeys: [CI_KEY],
       program: () => {
@@ -288,10 +293,7 @@ test("a secret Output that turns out empty is refused (the box was planned with 
     const cleanup = run.resources.find((r) => r.name === "web-tailnet-device");
     expect(cleanup?.inputs).toMatchObject({ oauthClientId: "id", oauthClientSecret: "secret" });
     expect(cleanup?.inputs.apiKey).toBeUndefined();
-  } finally {
-    process.removeAllListeners("unhandledRejection");
-    for (const l of saved) process.on("unhandledRejection", l);
-  }
+  });
 });
 
 test("a stack's text the arguments' types do not hold exactly reaches the check as the stack wrote it", () => {
