@@ -21,7 +21,7 @@ import { hetznerHost } from "./hosts/hetzner";
 import type { Host } from "./hosts/types";
 import { systemProbe } from "./sshAccess";
 import { checkAgentBox } from "./stackConfig";
-import { TailnetDeviceCleanup } from "./tailnetDevice";
+import { TailnetDeviceCleanup, chooseTailnetAuth } from "./tailnetDevice";
 
 export type { AgentArgs, AgentBoxArgs, TailnetApiArgs } from "./args";
 
@@ -127,28 +127,26 @@ function claimNames(name: string, config: AgentBoxConfig): void {
   const monitor = (pulumi.runtime.getMonitor() as object | undefined) ?? taken;
   let names = taken.get(monitor);
   if (!names) taken.set(monitor, (names = new Map()));
-  const claims: [key: string, problem: (holder: string) => string][] = [
-    [
-      `cloud\0${config.cloudName}`,
-      (holder) =>
+  const claims: { key: string; problem: (holder: string) => string }[] = [
+    {
+      key: `cloud\0${config.cloudName}`,
+      problem: (holder) =>
         `the cloud name ${config.cloudName}: another AgentBox of this program, "${holder}" (under another parent), has it: its server, SSH key, firewall and volume. Fix: give one of the boxes another name (a program's boxes need names of their own, whatever their parents)`,
-    ],
-    ...(config.tailscale.enabled
-      ? [
-          [
-            `tailnet\0${config.tailscale.hostname}`,
-            (holder: string) =>
-              `tailscaleHostname: ${config.tailscale.hostname} is the tailnet name of another AgentBox of this program, "${holder}": each box's cleanup would remove the other's device. Fix: another tailscaleHostname for one of them (unset, each box's default is its own)`,
-          ] as [string, (holder: string) => string],
-        ]
-      : []),
+    },
   ];
-  const problems = claims.flatMap(([key, problem]) => {
+  if (config.tailscale.enabled) {
+    claims.push({
+      key: `tailnet\0${config.tailscale.hostname}`,
+      problem: (holder) =>
+        `tailscaleHostname: ${config.tailscale.hostname} is the tailnet name of another AgentBox of this program, "${holder}": each box's cleanup would remove the other's device. Fix: another tailscaleHostname for one of them (unset, each box's default is its own)`,
+    });
+  }
+  const problems = claims.flatMap(({ key, problem }) => {
     const holder = names.get(key);
     return holder !== undefined ? [problem(holder)] : [];
   });
   if (problems.length) throw new ConfigError(problems, `AgentBox "${name}"`);
-  for (const [key] of claims) names.set(key, name);
+  for (const { key } of claims) names.set(key, name);
 }
 
 /** Whether an argument is given: an empty text counts as not set, as an empty stack value does. */
@@ -159,23 +157,14 @@ function tailnetApiOf(name: string, args: AgentBoxArgs) {
   const raw = args.tailnetApi;
   if (!raw) return undefined;
   const api = Object.fromEntries(Object.entries(raw).filter(([, v]) => given(v))) as typeof raw;
-  if (api.apiKey !== undefined) return { apiKey: api.apiKey, ...(api.tailnet ? { tailnet: api.tailnet } : {}) };
-  if (api.oauthClientId !== undefined && api.oauthClientSecret !== undefined) {
-    return {
-      oauthClientId: api.oauthClientId,
-      oauthClientSecret: api.oauthClientSecret,
-      ...(api.tailnet ? { tailnet: api.tailnet } : {}),
-    };
-  }
-  if (api.oauthClientId !== undefined || api.oauthClientSecret !== undefined) {
+  const chosen = chooseTailnetAuth(api);
+  if (chosen && "missing" in chosen) {
     throw new ConfigError(
-      [
-        `tailnetApi: half a Tailscale OAuth client (${api.oauthClientId === undefined ? "oauthClientId" : "oauthClientSecret"} is missing). Fix: give both, or apiKey instead`,
-      ],
+      [`tailnetApi: half a Tailscale OAuth client (${chosen.missing} is missing). Fix: give both, or apiKey instead`],
       `AgentBox "${name}"`,
     );
   }
-  return undefined;
+  return chosen && { ...chosen, ...(api.tailnet ? { tailnet: api.tailnet } : {}) };
 }
 
 /** One of agentbox:agents, as the stack's `agents` output lists it. */

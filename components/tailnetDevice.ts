@@ -337,6 +337,27 @@ export class TailnetDeviceCleanup extends pulumi.dynamic.Resource {
 }
 
 /**
+ * Which Tailscale credential a set of them means: an API key wins over an OAuth client, which needs both halves
+ * (`missing` names the one that is not there); undefined when there is neither. Callers pass empty values as unset.
+ */
+export function chooseTailnetAuth<T>(c: {
+  apiKey?: T;
+  oauthClientId?: T;
+  oauthClientSecret?: T;
+}):
+  | { apiKey: T }
+  | { oauthClientId: T; oauthClientSecret: T }
+  | { missing: "oauthClientId" | "oauthClientSecret" }
+  | undefined {
+  if (c.apiKey !== undefined) return { apiKey: c.apiKey };
+  if (c.oauthClientId !== undefined && c.oauthClientSecret !== undefined)
+    return { oauthClientId: c.oauthClientId, oauthClientSecret: c.oauthClientSecret };
+  if (c.oauthClientId !== undefined) return { missing: "oauthClientSecret" };
+  if (c.oauthClientSecret !== undefined) return { missing: "oauthClientId" };
+  return undefined;
+}
+
+/**
  * The Tailscale credential from stack config (`pulumi.runtime.allConfig()`: raw strings), each key falling back to
  * its environment variable as the Tailscale provider's own keys do. An API key wins over an OAuth client; undefined
  * when there is neither. Half an OAuth client is an error.
@@ -351,13 +372,11 @@ export function tailnetCredentials(
   const oauthClientId = read("oauthClientId", "TAILSCALE_OAUTH_CLIENT_ID");
   const oauthClientSecret = read("oauthClientSecret", "TAILSCALE_OAUTH_CLIENT_SECRET");
   const tailnet = read("tailnet", "TAILSCALE_TAILNET") ?? DEFAULT_TAILNET;
-  if (apiKey) return { apiKey, tailnet };
-  if (oauthClientId && oauthClientSecret) return { oauthClientId, oauthClientSecret, tailnet };
-  if (oauthClientId || oauthClientSecret) {
-    const missing = oauthClientId ? "tailscale:oauthClientSecret" : "tailscale:oauthClientId";
+  const chosen = chooseTailnetAuth({ apiKey, oauthClientId, oauthClientSecret });
+  if (chosen && "missing" in chosen) {
     throw new Error(
-      `Half a Tailscale OAuth client: ${missing} (or its TAILSCALE_* variable) is not set. Set both, or tailscale:apiKey.`,
+      `Half a Tailscale OAuth client: tailscale:${chosen.missing} (or its TAILSCALE_* variable) is not set. Set both, or tailscale:apiKey.`,
     );
   }
-  return undefined;
+  return chosen && { ...chosen, tailnet };
 }

@@ -323,3 +323,20 @@ test("a stack's text the arguments' types do not hold exactly reaches the check 
     expect(outcome(rawConfigOf(stackArgs(raw), (_k, v) => v as string)), JSON.stringify(extra)).toEqual(outcome(raw));
   }
 });
+
+test("half a Tailscale OAuth client in tailnetApi is refused, naming the missing half", () => {
+  expect(
+    () =>
+      new AgentBox("half-oauth", {
+        sshPublicKeys: [CI_KEY],
+        waitForReady: false,
+        tailnetApi: { oauthClientId: "id", apiKey: " " },
+      }),
+  ).toThrow(
+    expect.objectContaining({
+      problems: [
+        "tailnetApi: half a Tailscale OAuth client (oauthClientSecret is missing). Fix: give both, or apiKey instead",
+      ],
+    }),
+  );
+});
