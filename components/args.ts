@@ -1,5 +1,13 @@
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_KEYS, type ConfigKey, NAMESPACE, type RawConfig, SECRET_KEYS, type SecretKey } from "./config";
+import {
+  CONFIG_KEYS,
+  type ConfigKey,
+  NAMESPACE,
+  type RawConfig,
+  SECRET_KEYS,
+  type SecretKey,
+  parseList,
+} from "./config";
 
 /*
  * AgentBox's arguments: the stack keys of agentbox:, typed. They are checked by turning them back into the text a
@@ -371,22 +379,9 @@ function stackValue(key: KeyArg, text: string): unknown {
       // what Pulumi stores; any other spelling reaches the check as it is, which reads it alike
       return text === "true" ? true : text === "false" ? false : text;
     case "list": {
-      // JSON (what `pulumi config set --path` stores) or comma-separated text, as parseConfig reads lists
-      const t = text.trim();
-      if (t.startsWith("[")) {
-        try {
-          const value = JSON.parse(t) as unknown;
-          return Array.isArray(value) && value.every((v) => typeof v === "string") ? value : text;
-        } catch {
-          return text;
-        }
-      }
-      return t.startsWith("{")
-        ? text
-        : t
-            .split(",")
-            .map((s) => s.trim())
-            .filter((s) => s !== "");
+      // read as parseConfig reads lists; a list of anything but strings is the stack's text
+      const value = parseList(text);
+      return Array.isArray(value) && value.every((v) => typeof v === "string") ? value : text;
     }
     case "json":
       // a list or an object, as `pulumi config set --path` stores it; anything else is the stack's text

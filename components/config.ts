@@ -336,7 +336,8 @@ const SSH_KEY = new RegExp(
 );
 
 /** Parses a list key: a JSON array (what `pulumi config set --path 'k[0]' v` stores) or comma-separated text. */
-function parseList(raw: string | undefined): unknown {
+/** A list key's stack text as a list: JSON (what `--path` stores) or comma-separated; anything else as it is. */
+export function parseList(raw: string | undefined): unknown {
   if (raw === undefined || raw.trim() === "") return [];
   const text = raw.trim();
   if (text.startsWith("[") || text.startsWith("{")) {
@@ -875,17 +876,19 @@ function schemaFor(project: string, stack: string, box: string | undefined) {
           message: `${k("workflowPrompt")}: set together with ${k("workflowPromptFile")}; a workflow has one prompt. Fix: pulumi config rm ${k("workflowPrompt")} (or rm ${k("workflowPromptFile")})`,
         });
       }
-      if (
-        c.workflowTimeoutMinutes !== undefined &&
-        c.workflowPrompt === undefined &&
-        c.workflowPromptFile === undefined
-      ) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["workflowTimeoutMinutes"],
-          message: `${k("workflowTimeoutMinutes")}: set, but the stack has no workflow prompt. Fix: ${set("workflowPrompt", '"Fix the failing tests and commit"')} or ${set("workflowPromptFile", "prompts/nightly.md")}, or pulumi config rm ${k("workflowTimeoutMinutes")}`,
-        });
-      }
+      // the keys that only a workflow uses, each with the fix its message names
+      const withoutWorkflow = c.workflowPrompt === undefined && c.workflowPromptFile === undefined;
+      const workflowKeys = [
+        ["workflowTimeoutMinutes", ` or ${set("workflowPromptFile", "prompts/nightly.md")}`],
+        ["workflowPermissionMode", ""],
+      ] as const;
+      for (const [key, orFile] of workflowKeys)
+        if (withoutWorkflow && c[key] !== undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: [key],
+            message: `${k(key)}: set, but the stack has no workflow prompt. Fix: ${set("workflowPrompt", '"Fix the failing tests and commit"')}${orFile}, or pulumi config rm ${k(key)}`,
+          });
       if (c.ntfyToken !== undefined && c.ntfyUrl === undefined) {
         ctx.addIssue({
           code: "custom",
@@ -966,16 +969,6 @@ function schemaFor(project: string, stack: string, box: string | undefined) {
             path: [key],
             message: `${k(key)}: bypassPermissions while ${k("sudo")} is true would let any command the agent is talked into (by a file, a web page, an issue) run as root without asking. Fix: ${set("sudo", "false")} (the default; the admin login keeps sudo), or another mode such as acceptEdits`,
           });
-      if (
-        c.workflowPermissionMode !== undefined &&
-        c.workflowPrompt === undefined &&
-        c.workflowPromptFile === undefined
-      )
-        ctx.addIssue({
-          code: "custom",
-          path: ["workflowPermissionMode"],
-          message: `${k("workflowPermissionMode")}: set, but the stack has no workflow prompt. Fix: ${set("workflowPrompt", '"Fix the failing tests and commit"')}, or pulumi config rm ${k("workflowPermissionMode")}`,
-        });
       if (!c.tailscale && c.allowSshFrom.length === 0) {
         ctx.addIssue({
           code: "custom",
